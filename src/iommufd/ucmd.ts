@@ -1,0 +1,22 @@
+import type { Task } from '../mm/types.js';
+
+/** The caller's memory as seen through pointers inside an ioctl struct (copy_{from,to}_user). */
+export interface UserAccess {
+  copyFromUser(addr: bigint, length: number): Uint8Array;
+  copyToUser(addr: bigint, data: Uint8Array): void;
+}
+
+/**
+ * One ioctl call in flight (the kernel's struct iommufd_ucmd): the decoded command, which the
+ * handler also uses for its outputs, the caller, and `respond()`, which writes the command back to
+ * user space. The binary door writes min(user size, sizeof) bytes and may fail with EFAULT; the
+ * typed door only records that a response was made. Handlers decide when to respond, because the
+ * kernel's handlers differ there (creation aborts on a failed response, MAP keeps its mapping,
+ * IOVA_RANGES responds and then returns EMSGSIZE, HWPT_INVALIDATE always responds).
+ */
+export interface Ucmd<T> {
+  readonly cmd: T;
+  readonly task: Task;
+  readonly user: UserAccess;
+  respond(): void;
+}

@@ -1,0 +1,34 @@
+import { errnoName, type ErrnoName, Errno } from './errno.js';
+
+/**
+ * The one error type of the emulator: the errno the kernel returns plus a sentence that says which
+ * check fired and with what numbers. Handlers throw it; the doors turn it into an errno (binary)
+ * or hand it to the caller (typed API).
+ */
+export class IommuError extends Error {
+  override readonly name = 'IommuError';
+  constructor(
+    readonly errno: number,
+    readonly explanation: string,
+  ) {
+    super(`${errnoName(errno)}: ${explanation}`);
+  }
+
+  get errnoName(): string {
+    return errnoName(this.errno);
+  }
+}
+
+/** Throw the kernel's errno with an explanation. */
+export function fail(errno: ErrnoName, explanation: string): never {
+  throw new IommuError(Errno[errno], explanation);
+}
+
+export function isIommuError(e: unknown): e is IommuError {
+  return e instanceof IommuError;
+}
+
+/** Hex for explanations: 0x1000, with bigint or number input. */
+export function hex(v: bigint | number): string {
+  return '0x' + v.toString(16);
+}

@@ -1,0 +1,166 @@
+/**
+ * A model of the kernel's locks and a lockdep-style order checker.
+ *
+ * Every lock belongs to a class (e.g. "iopt->iova_rwsem"); the checker learns the order in which
+ * classes are nested ("A held while taking B" adds the edge A -> B) and reports an inversion as
+ * soon as an edge would close a cycle. The emulator is single-threaded, so a lock is never
+ * contended: what matters is that the code takes locks in the kernel's order, which keeps the
+ * model honest about which state each step may touch.
+ */
+
+export class LockOrderViolation extends Error {
+  override readonly name = 'LockOrderViolation';
+}
+
+export type LockMode = 'read' | 'write';
+
+export class LockClass {
+  /** Classes that have been taken while this one was held. */
+  readonly after = new Set<LockClass>();
+  constructor(readonly name: string) {}
+}
+
+export class LockDep {
+  private readonly classes = new Map<string, LockClass>();
+  private readonly held: HeldLock[] = [];
+  readonly violations: string[] = [];
+  /** Throw on a violation (default) or only record it. */
+  strict = true;
+
+  lockClass(name: string): LockClass {
+    let c = this.classes.get(name);
+    if (!c) {
+      c = new LockClass(name);
+      this.classes.set(name, c);
+    }
+    return c;
+  }
+
+  /** Names of the classes currently held, outermost first. */
+  heldNames(): string[] {
+    return this.held.map((h) => h.lock.cls.name);
+  }
+
+  /** Learned edges as "A -> B" strings (for docs and tests). */
+  edges(): string[] {
+    const out: string[] = [];
+    for (const c of this.classes.values()) for (const d of c.after) out.push(`${c.name} -> ${d.name}`);
+    return out.sort();
+  }
+
+  acquire(lock: Lock, mode: LockMode): void {
+    for (const h of this.held) {
+      if (h.lock === lock) this.report(`recursive acquisition of ${lock.describe()}`);
+      const a = h.lock.cls;
+      const b = lock.cls;
+      if (a === b) {
+        if (!lock.nestable) this.report(`${b.name} taken while another ${b.name} is held without a nesting annotation`);
+        continue;
+      }
+      if (!a.after.has(b)) {
+        if (this.reaches(b, a)) {
+          this.report(
+            `lock order inversion: taking ${b.name} while holding ${a.name}, but ${b.name} -> ${a.name} was seen before ` +
+              `(held: ${this.heldNames().join(', ')})`,
+          );
+        }
+        a.after.add(b);
+      }
+    }
+    this.held.push({ lock, mode });
+  }
+
+  release(lock: Lock): void {
+    for (let i = this.held.length - 1; i >= 0; i--) {
+      if (this.held[i]!.lock === lock) {
+        this.held.splice(i, 1);
+        return;
+      }
+    }
+    this.report(`release of ${lock.describe()} which is not held`);
+  }
+
+  /** Assert that a lock is held (lockdep_assert_held). */
+  assertHeld(lock: Lock): void {
+    if (!this.held.some((h) => h.lock === lock)) this.report(`${lock.describe()} must be held here`);
+  }
+
+  /** True when nothing is held: every ioctl must end like this. */
+  idle(): boolean {
+    return this.held.length === 0;
+  }
+
+  /** Drop everything still held (after an internal error) and record it. */
+  resetHeld(): void {
+    if (this.held.length) this.violations.push(`locks still held at the end of a call: ${this.heldNames().join(', ')}`);
+    this.held.length = 0;
+  }
+
+  private reaches(from: LockClass, to: LockClass): boolean {
+    const seen = new Set<LockClass>();
+    const stack = [from];
+    while (stack.length) {
+      const c = stack.pop()!;
+      if (c === to) return true;
+      if (seen.has(c)) continue;
+      seen.add(c);
+      for (const d of c.after) stack.push(d);
+    }
+    return false;
+  }
+
+  private report(msg: string): void {
+    this.violations.push(msg);
+    if (this.strict) throw new LockOrderViolation(msg);
+  }
+}
+
+interface HeldLock {
+  lock: Lock;
+  mode: LockMode;
+}
+
+/** The process-wide checker (the kernel has one lockdep too). */
+export const lockdep = new LockDep();
+
+/** A mutex or rwsem instance. `nestable` allows holding two instances of the class (e.g. two IOASes). */
+export class Lock {
+  readonly cls: LockClass;
+  constructor(
+    className: string,
+    readonly owner = '',
+    readonly nestable = false,
+    private readonly dep: LockDep = lockdep,
+  ) {
+    this.cls = dep.lockClass(className);
+  }
+
+  describe(): string {
+    return this.owner ? `${this.cls.name} (${this.owner})` : this.cls.name;
+  }
+
+  lock(): void {
+    this.dep.acquire(this, 'write');
+  }
+  read(): void {
+    this.dep.acquire(this, 'read');
+  }
+  unlock(): void {
+    this.dep.release(this);
+  }
+  assertHeld(): void {
+    this.dep.assertHeld(this);
+  }
+}
+
+/** The kernel's documented nesting, outermost first; tests check the learned graph against it. */
+export const KERNEL_LOCK_ORDER: readonly (readonly [string, string])[] = [
+  ['ioas->mutex', 'igroup->lock'],
+  ['ioas->mutex', 'iopt->domains_rwsem'],
+  ['igroup->lock', 'iopt->iova_rwsem'],
+  ['access->ioas_lock', 'iopt->domains_rwsem'],
+  ['access->ioas_lock', 'iopt->iova_rwsem'],
+  ['iopt->domains_rwsem', 'iopt->iova_rwsem'],
+  ['iopt->iova_rwsem', 'pages->mutex'],
+  ['iopt->domains_rwsem', 'pages->mutex'],
+];
