@@ -1,0 +1,268 @@
+/**
+ * A small declarative codec for the fixed-layout C structs of the iommufd uAPI.
+ *
+ *   export const IommuDestroy = defineStruct('iommu_destroy', 8, { size: u32(0), id: u32(4) });
+ *   export type IommuDestroy = Decoded<typeof IommuDestroy>;   // { size: number; id: number }
+ *
+ * Offsets are given explicitly (not computed from C alignment rules) because they are facts of
+ * the ABI that test/uapi checks against the compiler's view of the real headers. Everything is
+ * little-endian: the emulator models x86-64/arm64 user space only.
+ */
+
+export type FieldKind = 'u8' | 'u16' | 'u32' | 'u64' | 'bytes' | 'struct';
+
+export interface FieldSpec<K extends FieldKind = FieldKind> {
+  readonly kind: K;
+  readonly offset: number;
+  readonly size: number;
+}
+
+/** A nested struct member (e.g. a VFIO capability header), decoded as a nested object. */
+export interface StructFieldSpec<F extends Fields = Fields> extends FieldSpec<'struct'> {
+  readonly def: StructDef<F>;
+}
+
+// StructDef<F> is invariant in F (F appears in both decode's result and encode's argument), so a
+// nested definition can only be accepted through `any`; FieldValue still sees the precise type.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyFieldSpec = FieldSpec<'u8' | 'u16' | 'u32' | 'u64' | 'bytes'> | StructFieldSpec<any>;
+
+export type Fields = { readonly [name: string]: AnyFieldSpec };
+
+export const u8 = (offset: number): FieldSpec<'u8'> => ({ kind: 'u8', offset, size: 1 });
+export const u16 = (offset: number): FieldSpec<'u16'> => ({ kind: 'u16', offset, size: 2 });
+export const u32 = (offset: number): FieldSpec<'u32'> => ({ kind: 'u32', offset, size: 4 });
+export const u64 = (offset: number): FieldSpec<'u64'> => ({ kind: 'u64', offset, size: 8 });
+/** A fixed-size byte array such as `__u8 __reserved[3]`; decoded as a copy. */
+export const bytes = (offset: number, size: number): FieldSpec<'bytes'> => ({
+  kind: 'bytes',
+  offset,
+  size,
+});
+export const struct = <F extends Fields>(offset: number, def: StructDef<F>): StructFieldSpec<F> => ({
+  kind: 'struct',
+  offset,
+  size: def.size,
+  def,
+});
+
+type FieldValue<S> =
+  S extends StructFieldSpec<infer F>
+    ? DecodedFields<F>
+    : S extends FieldSpec<'u64'>
+      ? bigint
+      : S extends FieldSpec<'bytes'>
+        ? Uint8Array
+        : number;
+
+export type DecodedFields<F extends Fields> = { -readonly [K in keyof F]: FieldValue<F[K]> };
+
+/** The plain-object type a struct definition decodes to. */
+export type Decoded<D> = D extends StructDef<infer F> ? DecodedFields<F> : never;
+
+export interface StructDef<F extends Fields = Fields> {
+  /** The kernel's struct name (`iommu_ioas_map`), used in explanations. */
+  readonly name: string;
+  /** sizeof(struct), including any padding. */
+  readonly size: number;
+  readonly fields: F;
+  /** Field names in offset order. */
+  readonly keys: readonly (keyof F & string)[];
+  /** Decode `size` bytes starting at `offset`; throws RangeError if there are fewer. */
+  decode(bytes: Uint8Array, offset?: number): DecodedFields<F>;
+  /**
+   * Write every field into `into` (a new zeroed buffer of `size` bytes by default) at `offset`
+   * and return `into`. Bytes no field covers (padding, other union members) are left as they
+   * are, so encoding into the kernel's copy of a user buffer reproduces what the kernel writes back.
+   * Number fields are truncated to their width like a C assignment; no range checks (hot path).
+   */
+  encode(value: DecodedFields<F>, into?: Uint8Array, offset?: number): Uint8Array;
+  /** An all-zero value, as the kernel's memset/zero-filled copy would decode. */
+  zero(): DecodedFields<F>;
+  /** zero() with some fields set. */
+  make(partial?: Partial<DecodedFields<F>>): DecodedFields<F>;
+  /** offsetofend(struct, field): where the field's last byte ends. */
+  offsetofEnd(key: keyof F & string): number;
+}
+
+// Small integer tags so decode/encode switch on a Smi instead of comparing strings.
+const K_U8 = 0;
+const K_U16 = 1;
+const K_U32 = 2;
+const K_U64 = 3;
+const K_BYTES = 4;
+const K_STRUCT = 5;
+const KIND_TAG: Record<FieldKind, number> = {
+  u8: K_U8,
+  u16: K_U16,
+  u32: K_U32,
+  u64: K_U64,
+  bytes: K_BYTES,
+  struct: K_STRUCT,
+};
+const NATURAL_ALIGN: Partial<Record<FieldKind, number>> = { u16: 2, u32: 4, u64: 8 };
+
+class StructCodec<F extends Fields> implements StructDef<F> {
+  readonly keys: readonly (keyof F & string)[];
+  // Parallel arrays: the per-field plan precomputed once per definition.
+  readonly #names: string[];
+  readonly #tags: Uint8Array;
+  readonly #offsets: Uint32Array;
+  readonly #sizes: Uint32Array;
+  readonly #nested: (StructDef | undefined)[];
+
+  constructor(
+    readonly name: string,
+    readonly size: number,
+    readonly fields: F,
+  ) {
+    const entries = Object.entries(fields).sort((a, b) => a[1].offset - b[1].offset);
+    this.keys = entries.map(([k]) => k as keyof F & string);
+    this.#names = entries.map(([k]) => k);
+    this.#tags = Uint8Array.from(entries, ([, s]) => KIND_TAG[s.kind]);
+    this.#offsets = Uint32Array.from(entries, ([, s]) => s.offset);
+    this.#sizes = Uint32Array.from(entries, ([, s]) => s.size);
+    this.#nested = entries.map(([, s]) => (s.kind === 'struct' ? s.def : undefined));
+    validate(name, size, entries);
+  }
+
+  decode(bytes: Uint8Array, offset = 0): DecodedFields<F> {
+    if (offset < 0 || offset + this.size > bytes.length) {
+      throw new RangeError(
+        `struct ${this.name}: need ${this.size} bytes at offset ${offset}, buffer has ${bytes.length}`,
+      );
+    }
+    const dv = new DataView(bytes.buffer, bytes.byteOffset + offset, this.size);
+    const out: Record<string, unknown> = {};
+    const names = this.#names;
+    const tags = this.#tags;
+    const offs = this.#offsets;
+    for (let i = 0; i < names.length; i++) {
+      const o = offs[i]!;
+      let v: unknown;
+      switch (tags[i]) {
+        case K_U8:
+          v = dv.getUint8(o);
+          break;
+        case K_U16:
+          v = dv.getUint16(o, true);
+          break;
+        case K_U32:
+          v = dv.getUint32(o, true);
+          break;
+        case K_U64:
+          v = dv.getBigUint64(o, true);
+          break;
+        case K_BYTES:
+          v = bytes.slice(offset + o, offset + o + this.#sizes[i]!);
+          break;
+        default:
+          v = this.#nested[i]!.decode(bytes, offset + o);
+      }
+      out[names[i]!] = v;
+    }
+    return out as DecodedFields<F>;
+  }
+
+  encode(value: DecodedFields<F>, into?: Uint8Array, offset = 0): Uint8Array {
+    const buf = into ?? new Uint8Array(this.size);
+    if (offset < 0 || offset + this.size > buf.length) {
+      throw new RangeError(
+        `struct ${this.name}: need ${this.size} bytes at offset ${offset}, buffer has ${buf.length}`,
+      );
+    }
+    const dv = new DataView(buf.buffer, buf.byteOffset + offset, this.size);
+    const src = value as Record<string, unknown>;
+    const names = this.#names;
+    const tags = this.#tags;
+    const offs = this.#offsets;
+    for (let i = 0; i < names.length; i++) {
+      const o = offs[i]!;
+      const v = src[names[i]!];
+      switch (tags[i]) {
+        case K_U8:
+          dv.setUint8(o, v as number);
+          break;
+        case K_U16:
+          dv.setUint16(o, v as number, true);
+          break;
+        case K_U32:
+          dv.setUint32(o, v as number, true);
+          break;
+        case K_U64:
+          // BigInt.asUintN so -1n encodes as all-ones like a C u64 assignment would.
+          dv.setBigUint64(o, BigInt.asUintN(64, v as bigint), true);
+          break;
+        case K_BYTES: {
+          const arr = v as Uint8Array;
+          const n = this.#sizes[i]!;
+          const start = offset + o;
+          if (arr.length >= n) buf.set(arr.subarray(0, n), start);
+          else {
+            buf.set(arr, start);
+            buf.fill(0, start + arr.length, start + n);
+          }
+          break;
+        }
+        default:
+          (this.#nested[i] as StructDef).encode(v as never, buf, offset + o);
+      }
+    }
+    return buf;
+  }
+
+  zero(): DecodedFields<F> {
+    const out: Record<string, unknown> = {};
+    for (let i = 0; i < this.#names.length; i++) {
+      const tag = this.#tags[i];
+      out[this.#names[i]!] =
+        tag === K_U64
+          ? 0n
+          : tag === K_BYTES
+            ? new Uint8Array(this.#sizes[i]!)
+            : tag === K_STRUCT
+              ? this.#nested[i]!.zero()
+              : 0;
+    }
+    return out as DecodedFields<F>;
+  }
+
+  make(partial?: Partial<DecodedFields<F>>): DecodedFields<F> {
+    return partial ? { ...this.zero(), ...partial } : this.zero();
+  }
+
+  offsetofEnd(key: keyof F & string): number {
+    const spec = this.fields[key];
+    if (!spec) throw new Error(`struct ${this.name} has no field ${key}`);
+    return spec.offset + spec.size;
+  }
+}
+
+/** Definition-time sanity checks: a typo in an offset should fail at import, not at runtime. */
+function validate(name: string, size: number, entries: [string, AnyFieldSpec][]): void {
+  let end = 0;
+  let prev = '';
+  for (const [k, s] of entries) {
+    if (!Number.isInteger(s.offset) || s.offset < 0 || s.offset + s.size > size) {
+      throw new Error(`struct ${name}: field ${k} [${s.offset}, +${s.size}) outside sizeof ${size}`);
+    }
+    if (s.offset < end) throw new Error(`struct ${name}: field ${k} overlaps ${prev}`);
+    const align = NATURAL_ALIGN[s.kind];
+    if (align && s.offset % align !== 0) {
+      throw new Error(`struct ${name}: ${s.kind} field ${k} at misaligned offset ${s.offset}`);
+    }
+    end = s.offset + s.size;
+    prev = k;
+  }
+}
+
+export function defineStruct<const F extends Fields>(name: string, size: number, fields: F): StructDef<F> {
+  return new StructCodec(name, size, fields);
+}
+
+/** Whether the fields cover every byte (no padding), i.e. encode(decode(b)) === b for any b. */
+export function isPacked(def: StructDef): boolean {
+  let covered = 0;
+  for (const k of def.keys) covered += def.fields[k]!.size;
+  return covered === def.size;
+}
