@@ -33,6 +33,7 @@ export const Errno = {
   EOPNOTSUPP: 95,
   EADDRINUSE: 98,
   ECONNRESET: 104,
+  ENOTRECOVERABLE: 131,
 } as const;
 
 export type ErrnoName = keyof typeof Errno;

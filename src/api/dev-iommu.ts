@@ -1,0 +1,39 @@
+import { errnoName } from '../lib/errno.js';
+import type { Task } from '../mm/types.js';
+import { IommufdCtx } from '../iommufd/context.js';
+import { DEFAULT_IOCTL_OPTIONS, iommufdIoctl, type IoctlOptions } from '../iommufd/main.js';
+
+/** What ioctl(2) returns in C: ret, and errno when ret is -1. */
+export interface IoctlResult {
+  ret: number;
+  errno: number;
+  /** Why the call was refused (the emulator's explanation), when it was. */
+  explanation?: string;
+}
+
+/**
+ * The binary door on the simulated machine: an open /dev/iommu file of a process. ioctl() takes
+ * the command number and a pointer into the process's memory, exactly as a C program passes them.
+ */
+export class DevIommu {
+  readonly ctx: IommufdCtx;
+
+  constructor(
+    readonly task: Task,
+    opts: { vfioContainer?: boolean; name?: string } = {},
+    private readonly ioctlOpts: IoctlOptions = DEFAULT_IOCTL_OPTIONS,
+  ) {
+    this.ctx = new IommufdCtx(opts.name, opts.vfioContainer);
+  }
+
+  ioctl(cmd: number, arg: bigint): IoctlResult {
+    const r = iommufdIoctl(this.ctx, this.task, cmd, arg, this.task.mm, this.ioctlOpts);
+    if (r >= 0) return { ret: r, errno: 0 };
+    const e = this.ctx.lastError;
+    return { ret: -1, errno: -r, explanation: e?.explanation ?? errnoName(-r) };
+  }
+
+  close(): void {
+    this.ctx.put();
+  }
+}

@@ -1,0 +1,218 @@
+import { IommuError } from '../lib/error.js';
+import { U64_MAX } from '../lib/u64.js';
+import type { Task } from '../mm/types.js';
+import { IommufdCtx } from '../iommufd/context.js';
+import { ioasAlloc, ioasAllowIovas, ioasCopy, ioasIovaRanges, ioasMap, ioasUnmap } from '../iommufd/ioas.js';
+import { destroy, option, vfioIoas, type Handler } from '../iommufd/main.js';
+import type { Range } from '../iommufd/ranges.js';
+import type { Ucmd } from '../iommufd/ucmd.js';
+import { iommufdTest } from '../iommufd/test-cmd.js';
+import {
+  IOMMU_IOAS_MAP_FIXED_IOVA,
+  IOMMU_IOAS_MAP_READABLE,
+  IOMMU_IOAS_MAP_WRITEABLE,
+  IOMMU_OPTION_HUGE_PAGES,
+  IOMMU_OPTION_OP_GET,
+  IOMMU_OPTION_OP_SET,
+  IOMMU_OPTION_RLIMIT_MODE,
+  IOMMU_VFIO_IOAS_CLEAR,
+  IOMMU_VFIO_IOAS_GET,
+  IOMMU_VFIO_IOAS_SET,
+  IommuDestroy,
+  IommuIoasAlloc,
+  IommuIoasAllowIovas,
+  IommuIoasCopy,
+  IommuIoasIovaRanges,
+  IommuIoasMap,
+  IommuIoasUnmap,
+  IommuIovaRange,
+  IommuOption,
+  IommuVfioIoas,
+} from '../uapi/iommufd.js';
+import { IOMMU_TEST_OP_ADD_RESERVED, IommuTestCmdAddReserved } from '../uapi/iommufd-test.js';
+import { StagedUser } from './staged-user.js';
+
+export interface MapArgs {
+  ioasId: number;
+  userVa: bigint;
+  length: bigint;
+  /** A fixed IOVA; omit for automatic allocation. */
+  iova?: bigint;
+  readable?: boolean;
+  writeable?: boolean;
+}
+
+export interface CopyArgs {
+  dstIoasId: number;
+  srcIoasId: number;
+  srcIova: bigint;
+  length: bigint;
+  dstIova?: bigint;
+  readable?: boolean;
+  writeable?: boolean;
+}
+
+/**
+ * The typed door: the same handlers as /dev/iommu's ioctls, called with typed commands instead
+ * of bytes. Refusals throw IommuError (errno + explanation). `call()` gives raw access to any
+ * handler with a full command struct, for callers that want the kernel's exact field semantics.
+ */
+export class Iommufd {
+  readonly ctx: IommufdCtx;
+
+  constructor(
+    readonly task: Task,
+    opts: { vfioContainer?: boolean; name?: string } = {},
+  ) {
+    this.ctx = new IommufdCtx(opts.name, opts.vfioContainer);
+  }
+
+  /**
+   * Run a handler on a command object (mutated in place with the outputs, as the kernel's copy
+   * is). `responded` tells whether the handler wrote the struct back before returning or failing.
+   */
+  call<T extends object>(handler: Handler, cmd: T, user = new StagedUser(this.task.mm)): { ret: number; cmd: T; responded: boolean } {
+    let responded = false;
+    const ucmd: Ucmd<T> = {
+      cmd,
+      task: this.task,
+      user,
+      respond: () => {
+        responded = true;
+      },
+    };
+    try {
+      const ret = handler(this.ctx, ucmd);
+      return { ret, cmd, responded };
+    } catch (e) {
+      if (e instanceof IommuError) this.ctx.lastError = e;
+      throw e;
+    }
+  }
+
+  destroy(id: number): void {
+    this.call(destroy, IommuDestroy.make({ size: IommuDestroy.size, id }));
+  }
+
+  ioasAlloc(flags = 0): number {
+    return this.call(ioasAlloc, IommuIoasAlloc.make({ size: IommuIoasAlloc.size, flags })).cmd.outIoasId;
+  }
+
+  ioasMap(a: MapArgs): bigint {
+    let flags = 0;
+    if (a.iova !== undefined) flags |= IOMMU_IOAS_MAP_FIXED_IOVA;
+    if (a.readable ?? true) flags |= IOMMU_IOAS_MAP_READABLE;
+    if (a.writeable ?? true) flags |= IOMMU_IOAS_MAP_WRITEABLE;
+    const cmd = {
+      size: IommuIoasMap.size,
+      flags,
+      ioasId: a.ioasId,
+      reserved: 0,
+      userVa: a.userVa,
+      length: a.length,
+      iova: a.iova ?? 0n,
+    };
+    return this.call(ioasMap, cmd).cmd.iova;
+  }
+
+  ioasCopy(a: CopyArgs): bigint {
+    let flags = 0;
+    if (a.dstIova !== undefined) flags |= IOMMU_IOAS_MAP_FIXED_IOVA;
+    if (a.readable ?? true) flags |= IOMMU_IOAS_MAP_READABLE;
+    if (a.writeable ?? true) flags |= IOMMU_IOAS_MAP_WRITEABLE;
+    const cmd = IommuIoasCopy.make({
+      size: IommuIoasCopy.size,
+      flags,
+      dstIoasId: a.dstIoasId,
+      srcIoasId: a.srcIoasId,
+      length: a.length,
+      dstIova: a.dstIova ?? 0n,
+      srcIova: a.srcIova,
+    });
+    return this.call(ioasCopy, cmd).cmd.dstIova;
+  }
+
+  /** Returns the bytes unmapped. */
+  ioasUnmap(ioasId: number, iova: bigint, length: bigint): bigint {
+    const cmd = { size: IommuIoasUnmap.size, ioasId, iova, length };
+    return this.call(ioasUnmap, cmd).cmd.length;
+  }
+
+  ioasUnmapAll(ioasId: number): bigint {
+    return this.ioasUnmap(ioasId, 0n, U64_MAX);
+  }
+
+  /** The usable IOVA ranges and the IOAS's alignment (the whole list, whatever its length). */
+  iovaRanges(ioasId: number): { ranges: Range[]; alignment: bigint } {
+    const probe = IommuIoasIovaRanges.make({ size: IommuIoasIovaRanges.size, ioasId, numIovas: 0 });
+    let count = 0;
+    try {
+      count = this.call(ioasIovaRanges, probe).cmd.numIovas;
+    } catch (e) {
+      if (!(e instanceof IommuError && e.errnoName === 'EMSGSIZE')) throw e;
+      count = probe.numIovas;
+    }
+    const user = new StagedUser(this.task.mm);
+    const buf = user.alloc(count * IommuIovaRange.size);
+    const cmd = IommuIoasIovaRanges.make({ size: IommuIoasIovaRanges.size, ioasId, numIovas: count, allowedIovas: buf.addr });
+    this.call(ioasIovaRanges, cmd, user);
+    const ranges: Range[] = [];
+    for (let i = 0; i < cmd.numIovas; i++) {
+      const r = IommuIovaRange.decode(buf.bytes, i * IommuIovaRange.size);
+      ranges.push({ start: r.start, last: r.last });
+    }
+    return { ranges, alignment: cmd.outIovaAlignment };
+  }
+
+  allowIovas(ioasId: number, ranges: readonly Range[]): void {
+    const user = new StagedUser(this.task.mm);
+    const bytes = new Uint8Array(ranges.length * IommuIovaRange.size);
+    ranges.forEach((r, i) => IommuIovaRange.encode({ start: r.start, last: r.last }, bytes, i * IommuIovaRange.size));
+    const addr = user.stage(bytes);
+    this.call(
+      ioasAllowIovas,
+      IommuIoasAllowIovas.make({ size: IommuIoasAllowIovas.size, ioasId, numIovas: ranges.length, allowedIovas: addr }),
+      user,
+    );
+  }
+
+  private option(optionId: number, op: number, objectId: number, val64 = 0n): bigint {
+    const cmd = IommuOption.make({ size: IommuOption.size, optionId, op, objectId, val64 });
+    return this.call(option, cmd).cmd.val64;
+  }
+
+  getHugePages(ioasId: number): boolean {
+    return this.option(IOMMU_OPTION_HUGE_PAGES, IOMMU_OPTION_OP_GET, ioasId) === 1n;
+  }
+  setHugePages(ioasId: number, enabled: boolean): void {
+    this.option(IOMMU_OPTION_HUGE_PAGES, IOMMU_OPTION_OP_SET, ioasId, enabled ? 1n : 0n);
+  }
+  /** true when pinned pages are charged to the mapping mm (VFIO style) rather than the user. */
+  getRlimitModeMm(): boolean {
+    return this.option(IOMMU_OPTION_RLIMIT_MODE, IOMMU_OPTION_OP_GET, 0) === 1n;
+  }
+  setRlimitModeMm(mm: boolean): void {
+    this.option(IOMMU_OPTION_RLIMIT_MODE, IOMMU_OPTION_OP_SET, 0, mm ? 1n : 0n);
+  }
+
+  vfioIoasGet(): number {
+    return this.call(vfioIoas, IommuVfioIoas.make({ size: IommuVfioIoas.size, op: IOMMU_VFIO_IOAS_GET })).cmd.ioasId;
+  }
+  vfioIoasSet(ioasId: number): void {
+    this.call(vfioIoas, IommuVfioIoas.make({ size: IommuVfioIoas.size, op: IOMMU_VFIO_IOAS_SET, ioasId }));
+  }
+  vfioIoasClear(): void {
+    this.call(vfioIoas, IommuVfioIoas.make({ size: IommuVfioIoas.size, op: IOMMU_VFIO_IOAS_CLEAR }));
+  }
+
+  /** IOMMU_TEST_OP_ADD_RESERVED (test kernels): reserve [start, start + length - 1]. */
+  testAddReserved(ioasId: number, start: bigint, length: bigint): void {
+    const cmd = IommuTestCmdAddReserved.make({ size: 72, op: IOMMU_TEST_OP_ADD_RESERVED, id: ioasId, start, length });
+    this.call(iommufdTest, cmd);
+  }
+
+  /** close(): drop the file reference; the context is released when nothing else holds it. */
+  close(): void {
+    this.ctx.put();
+  }
+}

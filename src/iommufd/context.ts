@@ -1,0 +1,64 @@
+import type { IommuError } from '../lib/error.js';
+import { AccountMode, type AccountModeValue } from '../mm/accounting.js';
+import { ObjectTable, ObjType, type IommufdObject } from './object.js';
+import type { Ioas } from './ioas.js';
+
+/**
+ * One open file of /dev/iommu (struct iommufd_ctx): its object table, accounting mode and the
+ * VFIO compatibility pointer. It lives while the file or anything holding a file reference
+ * (devices, accesses, fault fds) does.
+ */
+export class IommufdCtx {
+  readonly objects = new ObjectTable();
+  accountMode: AccountModeValue = AccountMode.USER;
+  /** The compat IOAS for VFIO type1 emulation: a weak pointer, cleared when that IOAS goes. */
+  vfioIoas: Ioas | null = null;
+  noIommuMode = false;
+  /** The last refusal, with its explanation, for traces and the typed API. */
+  lastError: IommuError | undefined;
+  /** References on the file: the fd(s) and every object type that pins the file. */
+  fileRefs = 1;
+  released = false;
+
+  constructor(
+    readonly name = 'iommufd',
+    /** Opened as /dev/vfio/vfio: accounting starts in "mm" mode, as VFIO type1 does. */
+    vfioContainer = false,
+  ) {
+    if (vfioContainer) this.accountMode = AccountMode.MM;
+  }
+
+  /** Drop a file reference; the last one releases the context (iommufd_fops_release). */
+  put(): void {
+    if (this.released) return;
+    if (--this.fileRefs === 0) this.release();
+  }
+
+  /**
+   * Destroy every object, sweeping ids upward and taking only objects nobody else holds, until
+   * the table is empty: this peels the reference graph leaf first.
+   */
+  release(): void {
+    this.released = true;
+    for (;;) {
+      const objs = this.objects.objects();
+      if (!objs.length) return;
+      let progress = false;
+      for (const obj of objs) {
+        if (obj.users !== 1) continue;
+        if (!obj.finalized) {
+          this.objects.release(obj);
+        } else if (this.objects.tryDestroy(obj)) {
+          if (obj.type === ObjType.IOAS && this.vfioIoas === (obj as unknown)) this.vfioIoas = null;
+        }
+        progress = true;
+      }
+      if (!progress) {
+        // A reference cycle would be a bug in the emulator, as it is a WARN in the kernel.
+        throw new Error(
+          `context release stuck with ${objs.length} object(s): ${objs.map((o: IommufdObject) => `${o.describe()} users=${o.users}`).join(', ')}`,
+        );
+      }
+    }
+  }
+}

@@ -1,0 +1,45 @@
+import { fail, hex } from '../lib/error.js';
+import { U64_MAX } from '../lib/u64.js';
+import {
+  IOMMU_TEST_OP_ADD_RESERVED,
+  IommuTestCmdAddReserved,
+  IommuTestCmdHeader,
+  type IommuTestCmdAddReserved as AddReservedCmd,
+} from '../uapi/iommufd-test.js';
+import type { StructDef } from '../uapi/struct.js';
+import type { IommufdCtx } from './context.js';
+import { getIoas } from './ioas.js';
+import type { Ucmd } from './ucmd.js';
+
+/**
+ * IOMMU_TEST_CMD (CONFIG_IOMMUFD_TEST kernels): the selftest's back door. The union member is
+ * picked by `op`; each op has its own struct view with absolute offsets.
+ */
+export const TEST_OP_STRUCTS: ReadonlyMap<number, StructDef> = new Map<number, StructDef>([
+  [IOMMU_TEST_OP_ADD_RESERVED, IommuTestCmdAddReserved as unknown as StructDef],
+]);
+
+/** The struct view of a test command's union for its op (the header alone for unknown ops). */
+export function testCmdStruct(op: number): StructDef {
+  return TEST_OP_STRUCTS.get(op) ?? (IommuTestCmdHeader as unknown as StructDef);
+}
+
+/** IOMMU_TEST_OP_ADD_RESERVED: reserve [start, start + length - 1] with no owner. */
+function addReserved(ctx: IommufdCtx, cmd: AddReservedCmd): number {
+  if (cmd.length === 0n) fail('EINVAL', 'length is 0');
+  const last = cmd.start + cmd.length - 1n;
+  if (last > U64_MAX) fail('EOVERFLOW', `start ${hex(cmd.start)} + length ${hex(cmd.length)} overflows 64 bits`);
+  const ioas = getIoas(ctx, cmd.id);
+  ioas.iopt.reserve(cmd.start, last, null);
+  return 0;
+}
+
+export function iommufdTest(ctx: IommufdCtx, ucmd: Ucmd<{ op: number; id: number }>): number {
+  const cmd = ucmd.cmd;
+  switch (cmd.op) {
+    case IOMMU_TEST_OP_ADD_RESERVED:
+      return addReserved(ctx, cmd as unknown as AddReservedCmd);
+    default:
+      fail('EOPNOTSUPP', `test op ${cmd.op} is not supported`);
+  }
+}
