@@ -17,6 +17,9 @@ import { SCENARIO_DIR, TRANSCRIPT_DIR } from './scenario.js';
 export const PENDING: Record<string, string> = {
   'object-ids': 'needs IOMMU_TEST_OP_MOCK_DOMAIN (devices and HWPTs, issue 3)',
   'ioctl-numbers': 'needs the VFIO type1 compat ioctls (issue 3)',
+  'size-fault': 'needs the HWPT, HW_INFO, dirty, invalidate and fault-queue handlers (issue 3)',
+  'size-min': 'needs the HWPT, HW_INFO, dirty, invalidate and fault-queue handlers (issue 3)',
+  'size-tail': 'needs the HWPT, HW_INFO, dirty, invalidate and fault-queue handlers (issue 3)',
 };
 
 function emulatorTarget(): OracleTarget {
