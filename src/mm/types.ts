@@ -53,8 +53,10 @@ export interface AddressSpace {
   /**
    * pin_user_pages(FOLL_LONGTERM [| FOLL_WRITE]) of `npages` pages from the page-aligned `addr`.
    * All or nothing: EFAULT for a hole, PROT_NONE, a write pin of read-only memory, or a dead mm.
-   * A write pin of a private mapping breaks copy-on-write first (the pinned frame is then the
-   * process's own). Each returned frame's pinCount is raised by one.
+   * Pages are faulted in. In a private mapping the pinned frame is always the process's own, even
+   * for a read pin (6.x unshares on FOLL_LONGTERM): a file page or a page still copy-on-write
+   * shared after fork is copied first. A shared mapping pins the shared frame. Each returned
+   * frame's pinCount is raised by one; the frames stay valid after munmap or exit while pinned.
    */
   pinPages(addr: bigint, npages: number, write: boolean): PageFrame[];
   /** unpin_user_pages: drop one long-term pin from each frame. Frames stay valid while pinned. */

@@ -182,9 +182,9 @@ function run(ops: Op[]): void {
 }
 
 test('property: random memory histories only fail with errno/fault, pins balance, nothing leaks', () => {
-  fc.assert(fc.property(fc.array(opArb, { maxLength: 60 }), run), { numRuns: 300, seed: 0x6d6d });
+  fc.assert(fc.property(fc.array(opArb, { maxLength: 60, size: 'max' }), run), { numRuns: 300, seed: 0x6d6d });
 });
 
 test('property: pins keep their frames across writes, forks and exits (random seed)', () => {
-  fc.assert(fc.property(fc.array(opArb, { minLength: 20, maxLength: 80 }), run), { numRuns: 100 });
+  fc.assert(fc.property(fc.array(opArb, { minLength: 20, maxLength: 80, size: 'max' }), run), { numRuns: 100 });
 });
