@@ -229,7 +229,7 @@ export class SimMm implements AddressSpace {
     this.writeBytes(a, data);
   }
 
-  pinPages(addr: bigint, npages: number, write: boolean): PageFrame[] {
+  pinPages(addr: bigint, npages: number, write: boolean): Frame[] {
     if (!Number.isSafeInteger(npages) || npages < 0) throw new RangeError(`pinPages: bad page count ${npages}`);
     if (npages === 0) return [];
     if (addr % BigInt(PAGE_SIZE) !== 0n) throw new RangeError(`pinPages: address ${hex(addr)} is not page aligned`);
@@ -259,7 +259,7 @@ export class SimMm implements AddressSpace {
     }
   }
 
-  lookupPage(addr: bigint, write: boolean): PageFrame {
+  lookupPage(addr: bigint, write: boolean): Frame {
     const aligned = addr - (addr % BigInt(PAGE_SIZE));
     const what = `get_user_pages at ${hex(addr)}`;
     const a = this.kernelRange(what, aligned, PAGE_SIZE);

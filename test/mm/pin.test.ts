@@ -85,7 +85,7 @@ test('munmap of a pinned page: the frame, its content and its pin survive', () =
   assert.deepEqual(p.readMem(a, 1), bytes(0));
   assert.notEqual(p.mm.lookupPage(a, false), f);
   p.mm.unpinPages([f!]);
-  assert.equal((f as { live: boolean }).live, false);
+  assert.equal(f!.live, false);
 });
 
 test('long-term read pin of a private file page unshares it (ro_unshare)', () => {

@@ -210,7 +210,7 @@ test('private anonymous COW across fork', () => {
   const c = p.fork();
   const shared = p.mm.residentFrame(a)!;
   assert.equal(c.mm.residentFrame(a), shared, 'after fork both map the same frame');
-  assert.equal((shared as { mapCount: number }).mapCount, 2);
+  assert.equal(shared.mapCount, 2);
   c.writeMem(a, bytes(2));
   assert.deepEqual(p.readMem(a, 1), bytes(1));
   assert.deepEqual(c.readMem(a, 1), bytes(2));
