@@ -45,7 +45,8 @@ export function pickPageSize(
 
 /** iommu_map(): map [iova, iova+size) to paddr; on failure nothing stays mapped. */
 export function iommuMap(domain: IommuDomain, iova: bigint, paddr: bigint, size: bigint, prot: number): void {
-  if (domain.kind !== 'paging') fail('EINVAL', `${domain.describe()} is not a paging domain`);
+  const ops = domain.ops;
+  if (domain.kind !== 'paging' || !ops) fail('EINVAL', `${domain.describe()} is not a paging domain`);
   const bitmap = domain.pgsizeBitmap;
   const minPage = bitmap & -bitmap;
   if (((iova | paddr | size) & (minPage - 1n)) !== 0n)
@@ -59,7 +60,7 @@ export function iommuMap(domain: IommuDomain, iova: bigint, paddr: bigint, size:
       const { pgsize, count } = pickPageSize(bitmap, iova + done, paddr + done, size - done);
       const mapped = { bytes: 0n };
       try {
-        domain.ops.mapPages(iova + done, paddr + done, pgsize, count, prot, mapped);
+        ops.mapPages(iova + done, paddr + done, pgsize, count, prot, mapped);
       } finally {
         done += mapped.bytes;
       }
@@ -72,10 +73,12 @@ export function iommuMap(domain: IommuDomain, iova: bigint, paddr: bigint, size:
 
 /** iommu_unmap(): returns the bytes unmapped, stopping at the first hole the driver reports. */
 export function iommuUnmap(domain: IommuDomain, iova: bigint, size: bigint): bigint {
+  const ops = domain.ops;
+  if (!ops) return 0n;
   let done = 0n;
   while (done < size) {
     const { pgsize, count } = pickPageSize(domain.pgsizeBitmap, iova + done, iova + done, size - done);
-    const n = domain.ops.unmapPages(iova + done, pgsize, count);
+    const n = ops.unmapPages(iova + done, pgsize, count);
     if (n === 0n) break;
     done += n;
   }

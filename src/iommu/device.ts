@@ -1,0 +1,31 @@
+import type { IommuDriver } from './driver.js';
+import type { IommuGroup } from './group.js';
+
+/**
+ * A device behind an IOMMU (struct device with its dev_iommu). Created by a driver model (the
+ * selftest's mock bus, a simulated PCI device); iommufd binds to it.
+ */
+export class IommuDevice {
+  group!: IommuGroup;
+  /** IOMMU_DEV_FEAT_IOPF enable count (iommufd's per-device iopf_enabled). */
+  iopfEnabled = 0;
+  /** Faults without LAST_PAGE waiting for the rest of their group. */
+  readonly partialFaults: import('./fault.js').IopfFault[] = [];
+  /** All devices of the group sit behind an interrupt-remapping IOMMU. */
+  isolatedMsi = true;
+  /** Bypass the MSI isolation check at bind (the selftest's mock devices). */
+  readonly isMock: boolean;
+
+  constructor(
+    readonly name: string,
+    readonly driver: IommuDriver,
+    opts: { isMock?: boolean; isolatedMsi?: boolean } = {},
+  ) {
+    this.isMock = opts.isMock ?? false;
+    this.isolatedMsi = opts.isolatedMsi ?? true;
+  }
+
+  describe(): string {
+    return `device ${this.name}`;
+  }
+}

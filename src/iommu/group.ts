@@ -1,0 +1,151 @@
+import { fail } from '../lib/error.js';
+import { Lock } from '../lib/lockdep.js';
+import type { IommuDevice } from './device.js';
+import type { IommuDomain } from './domain.js';
+
+/** What iommufd attaches with a domain: identifies the attachment in fault reports. */
+export interface AttachHandle {
+  domain?: IommuDomain;
+}
+
+/**
+ * An IOMMU group (struct iommu_group): the unit the core attaches. Every device of the group
+ * uses the same domain; DMA ownership is claimed for the whole group.
+ */
+export class IommuGroup {
+  readonly devices: IommuDevice[] = [];
+  /** The domain every device of the group translates through now. */
+  domain: IommuDomain | null = null;
+  defaultDomain: IommuDomain | null = null;
+  blockingDomain: IommuDomain | null = null;
+  owner: object | null = null;
+  ownerCount = 0;
+  /** The RID attachment made by iommufd (pasid_array[IOMMU_NO_PASID]). */
+  handle: AttachHandle | null = null;
+  readonly mutex: Lock;
+
+  constructor(readonly id: number) {
+    this.mutex = new Lock('group->mutex', `group ${id}`);
+  }
+
+  addDevice(dev: IommuDevice): void {
+    dev.group = this;
+    this.devices.push(dev);
+    if (!this.defaultDomain) {
+      this.defaultDomain = dev.driver.defaultDomain(dev);
+      this.domain = this.defaultDomain;
+      this.domain.attachDev(dev);
+    } else if (this.domain) this.domain.attachDev(dev);
+  }
+
+  describe(): string {
+    return `iommu group ${this.id}`;
+  }
+
+  /** iommu_device_claim_dma_owner */
+  claimDmaOwner(owner: object): void {
+    this.mutex.lock();
+    try {
+      if (this.ownerCount) {
+        if (this.owner !== owner) fail('EPERM', `${this.describe()} is already owned by another iommufd context`);
+        this.ownerCount++;
+        return;
+      }
+      if ((this.domain && this.domain !== this.defaultDomain) || this.handle)
+        fail('EBUSY', `${this.describe()} is not on its default domain, so DMA ownership cannot be taken`);
+      const dev = this.devices[0]!;
+      this.blockingDomain ??= dev.driver.blockedDomain(dev);
+      this.setDomain(this.blockingDomain);
+      this.owner = owner;
+      this.ownerCount = 1;
+    } finally {
+      this.mutex.unlock();
+    }
+  }
+
+  /** iommu_device_release_dma_owner */
+  releaseDmaOwner(): void {
+    this.mutex.lock();
+    try {
+      if (this.ownerCount > 1) {
+        this.ownerCount--;
+        return;
+      }
+      this.ownerCount = 0;
+      this.owner = null;
+      if (this.defaultDomain) this.setDomainNoFail(this.defaultDomain);
+    } finally {
+      this.mutex.unlock();
+    }
+  }
+
+  /** iommu_attach_group_handle: EBUSY on a foreign domain, EINVAL for another driver's domain. */
+  attachHandle(domain: IommuDomain, handle: AttachHandle): void {
+    this.mutex.lock();
+    try {
+      if (this.handle) fail('EBUSY', `${this.describe()} already has an attachment`);
+      if (this.domain && this.domain !== this.defaultDomain && this.domain !== this.blockingDomain)
+        fail('EBUSY', `${this.describe()} is attached to ${this.domain.describe()} by someone else`);
+      const dev = this.devices[0]!;
+      if (domain.owner !== dev.driver.name)
+        fail('EINVAL', `${domain.describe()} belongs to the ${domain.owner} driver, but ${dev.describe()} is behind ${dev.driver.name}`);
+      handle.domain = domain;
+      this.setDomain(domain);
+      this.handle = handle;
+    } finally {
+      this.mutex.unlock();
+    }
+  }
+
+  /** iommu_replace_group_handle */
+  replaceHandle(domain: IommuDomain, handle: AttachHandle): void {
+    this.mutex.lock();
+    try {
+      handle.domain = domain;
+      this.setDomain(domain);
+      this.handle = handle;
+    } finally {
+      this.mutex.unlock();
+    }
+  }
+
+  /** iommu_detach_group_handle: back to the blocking domain (owned) or the default one. */
+  detachHandle(): void {
+    this.mutex.lock();
+    try {
+      const core = this.owner ? this.blockingDomain : this.defaultDomain;
+      if (core) this.setDomainNoFail(core);
+      this.handle = null;
+    } finally {
+      this.mutex.unlock();
+    }
+  }
+
+  /** Switch every device; on a failure put back the ones already switched. */
+  private setDomain(domain: IommuDomain): void {
+    if (this.domain === domain) return;
+    const done: IommuDevice[] = [];
+    try {
+      for (const dev of this.devices) {
+        domain.attachDev(dev);
+        done.push(dev);
+      }
+    } catch (e) {
+      if (this.domain) for (const dev of done) this.domain.attachDev(dev);
+      throw e;
+    }
+    this.domain = domain;
+  }
+
+  private setDomainNoFail(domain: IommuDomain): void {
+    if (this.domain === domain) return;
+    for (const dev of this.devices) {
+      try {
+        domain.attachDev(dev);
+      } catch {
+        // Blocking and default domains must always accept their own devices.
+      }
+    }
+    this.domain = domain;
+  }
+}
