@@ -38,8 +38,14 @@ run_one() {
   [ -f "$path" ] || { echo "$name: no $path" >&2; return 1; }
   local c=$work/$name.c out=$work/$name.out err=$work/$name.err
   npx --no-install tsx tools/oracle/gen-c.ts "$path" > "$c" 2> "$work/$name.gen.err" || { echo "$name: gen-c failed" >&2; cat "$work/$name.gen.err" >&2; return 1; }
-  local rc=0
-  "$oracle/run-in-vm.sh" "$c" > "$out" 2> "$err" || rc=$?
+  local rc=0 try
+  # exit 125 = the VM ended without a status (e.g. an early boot panic of TCG under load): retry
+  for try in 1 2 3; do
+    rc=0
+    "$oracle/run-in-vm.sh" "$c" > "$out" 2> "$err" || rc=$?
+    [ $rc -eq 125 ] || break
+    echo "$name: VM gave no status (attempt $try), retrying" >&2
+  done
   if [ $rc -ne 0 ]; then
     echo "$name: run-in-vm.sh exit $rc" >&2; cat "$err" >&2; return 1
   fi
