@@ -141,9 +141,11 @@ export function ioasMap(ctx: IommufdCtx, ucmd: Ucmd<IommuIoasMap>): number {
   const pages = IoptPages.create(cmd.userVa, cmd.length, (cmd.flags & IOMMU_IOAS_MAP_WRITEABLE) !== 0, ucmd.task);
   if (ctx.accountMode === 2 && pages.accountMode === 1) pages.accountMode = 2;
   const fixed = (cmd.flags & IOMMU_IOAS_MAP_FIXED_IOVA) !== 0;
+  // The literal 0n is one shared constant; a computed zero would be a new heap object per area.
+  const startByte = pages.uptr === cmd.userVa ? 0n : cmd.userVa - pages.uptr;
   try {
     cmd.iova = ioas.iopt.mapPages(
-      [{ pages, startByte: cmd.userVa - pages.uptr, length: cmd.length }],
+      [{ pages, startByte, length: cmd.length }],
       cmd.length,
       fixed ? cmd.iova : undefined,
       iommuProt(cmd.flags),

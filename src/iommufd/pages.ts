@@ -1,6 +1,8 @@
 import { fail, hex } from '../lib/error.js';
 import { Lock } from '../lib/lockdep.js';
 import { PAGE_SIZE, alignDown, U64_MAX } from '../lib/u64.js';
+
+const PAGE_MASK = PAGE_SIZE - 1n;
 import type { PageFrame, Task } from '../mm/types.js';
 import { AccountMode, chargePinned, unchargePinned, type AccountModeValue } from '../mm/accounting.js';
 
@@ -8,6 +10,13 @@ interface PinnedPage {
   frame: PageFrame;
   /** Areas (with a storage domain) and access pin ranges that currently need this page. */
   users: number;
+}
+
+/** A container's pin bookkeeping (the kernel's pinned_pfns xarray and pages->mutex). */
+class PinState {
+  readonly pinned = new Map<number, PinnedPage>();
+  readonly mutex = new Lock('pages->mutex');
+  npinned = 0;
 }
 
 /**
@@ -20,14 +29,13 @@ export class IoptPages {
   refs = 1;
   /** Page-aligned start of the user range. */
   readonly uptr: bigint;
-  readonly npages: bigint;
+  // A number, exact: npages <= (2^64 - 1) / 4096 + 1 < 2^53. A small one is stored inline, where
+  // a bigint would be one more 24-byte heap object per container.
+  private readonly npagesNum: number;
   accountMode: AccountModeValue;
   // Created on first pin: most containers (no domain, no access) never pin anything, and the
-  // benchmark keeps a million of them alive.
-  private pinnedMap: Map<number, PinnedPage> | undefined;
-  private mutexLock: Lock | undefined;
-  /** Pages pinned now, and pages charged at the last accounting update. */
-  npinned = 0;
+  // benchmark keeps a million of them alive, so they carry one empty field instead of three.
+  private pinState: PinState | undefined;
 
   constructor(
     userVa: bigint,
@@ -36,8 +44,9 @@ export class IoptPages {
     /** The mapping task: its mm is where pages come from, its rlimit and uid pay for them. */
     readonly source: Task,
   ) {
-    this.uptr = alignDown(userVa, PAGE_SIZE);
-    this.npages = (length + (userVa - this.uptr) + PAGE_SIZE - 1n) / PAGE_SIZE;
+    // Share the caller's bigint when it is already aligned (no new heap object per container).
+    this.uptr = userVa & PAGE_MASK ? alignDown(userVa, PAGE_SIZE) : userVa;
+    this.npagesNum = Number((length + (userVa - this.uptr) + PAGE_SIZE - 1n) / PAGE_SIZE);
     this.accountMode = source.capable('CAP_IPC_LOCK') ? AccountMode.NONE : AccountMode.USER;
   }
 
@@ -50,16 +59,28 @@ export class IoptPages {
     return new IoptPages(userVa, length, writable, source);
   }
 
+  get npages(): bigint {
+    return BigInt(this.npagesNum);
+  }
+
   get mutex(): Lock {
-    return (this.mutexLock ??= new Lock('pages->mutex'));
+    return (this.pinState ??= new PinState()).mutex;
   }
 
   private get pinned(): Map<number, PinnedPage> {
-    return (this.pinnedMap ??= new Map());
+    return (this.pinState ??= new PinState()).pinned;
+  }
+
+  /** Pages pinned now, and pages charged at the last accounting update. */
+  get npinned(): number {
+    return this.pinState?.npinned ?? 0;
+  }
+  private set npinned(n: number) {
+    (this.pinState ??= new PinState()).npinned = n;
   }
 
   get pinnedCount(): number {
-    return this.pinned.size;
+    return this.pinState?.pinned.size ?? 0;
   }
 
   /** The pinned frame of a page index, if pinned. */
