@@ -31,6 +31,7 @@ import {
 } from '../uapi/iommufd.js';
 import { IOMMU_TEST_OP_ADD_RESERVED, IommuTestCmdAddReserved } from '../uapi/iommufd-test.js';
 import { StagedUser } from './staged-user.js';
+import { SimpleFdTable, type FdTable } from '../iommufd/file.js';
 
 export interface MapArgs {
   ioasId: number;
@@ -53,12 +54,32 @@ export interface CopyArgs {
 }
 
 /**
+ * One typed-door call in flight. A class rather than an object literal with a closure: this is on
+ * every MAP/UNMAP, and a closure per call costs more than the handler's own work for small maps.
+ * Fields stay own properties, so `{ ...ucmd }` copies them.
+ */
+class TypedUcmd<T> implements Ucmd<T> {
+  responded = false;
+  constructor(
+    readonly cmd: T,
+    readonly task: Task,
+    readonly user: StagedUser,
+    readonly fds: FdTable,
+  ) {}
+  respond(): void {
+    this.responded = true;
+  }
+}
+
+/**
  * The typed door: the same handlers as /dev/iommu's ioctls, called with typed commands instead
  * of bytes. Refusals throw IommuError (errno + explanation). `call()` gives raw access to any
  * handler with a full command struct, for callers that want the kernel's exact field semantics.
  */
 export class Iommufd {
   readonly ctx: IommufdCtx;
+  /** Files this door received (fault queues, access handles), by fd number. */
+  readonly fds = new SimpleFdTable(1000);
 
   constructor(
     readonly task: Task,
@@ -72,18 +93,10 @@ export class Iommufd {
    * is). `responded` tells whether the handler wrote the struct back before returning or failing.
    */
   call<T extends object>(handler: Handler, cmd: T, user = new StagedUser(this.task.mm)): { ret: number; cmd: T; responded: boolean } {
-    let responded = false;
-    const ucmd: Ucmd<T> = {
-      cmd,
-      task: this.task,
-      user,
-      respond: () => {
-        responded = true;
-      },
-    };
+    const ucmd = new TypedUcmd(cmd, this.task, user, this.fds);
     try {
       const ret = handler(this.ctx, ucmd);
-      return { ret, cmd, responded };
+      return { ret, cmd, responded: ucmd.responded };
     } catch (e) {
       if (e instanceof IommuError) this.ctx.lastError = e;
       throw e;

@@ -9,7 +9,8 @@ import type { UserAccess } from '../iommufd/ucmd.js';
 export const STAGING_BASE = 0xffff_8000_0000_0000n;
 
 export class StagedUser implements UserAccess {
-  private readonly buffers: { addr: bigint; bytes: Uint8Array }[] = [];
+  // Created by the first stage(): most calls (MAP, UNMAP) never stage anything.
+  private buffers: { addr: bigint; bytes: Uint8Array }[] | undefined;
   private next = STAGING_BASE;
 
   constructor(private readonly base: UserAccess) {}
@@ -17,7 +18,7 @@ export class StagedUser implements UserAccess {
   /** Place bytes in staging and return their address. */
   stage(bytes: Uint8Array): bigint {
     const addr = this.next;
-    this.buffers.push({ addr, bytes });
+    (this.buffers ??= []).push({ addr, bytes });
     this.next += BigInt((bytes.length + 15) & ~15) + 16n;
     return addr;
   }
@@ -30,7 +31,7 @@ export class StagedUser implements UserAccess {
 
   private find(addr: bigint, length: number): { buf: Uint8Array; off: number } | undefined {
     if (addr < STAGING_BASE) return undefined;
-    for (const b of this.buffers) {
+    for (const b of this.buffers ?? []) {
       const off = addr - b.addr;
       if (off >= 0n && off + BigInt(length) <= BigInt(b.bytes.length)) return { buf: b.bytes, off: Number(off) };
     }

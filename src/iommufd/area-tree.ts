@@ -25,8 +25,9 @@ export class AreaTree {
     const g = this.gaps.getPairOrNextLower(area.iova);
     if (!g || g[1] < area.last) throw new Error(`area tree: ${area.describe()} overlaps an existing area`);
     const [gs, gl] = g;
-    this.gaps.delete(gs);
+    // Shrink the gap in place when its start stays: a B+ tree delete costs far more than an overwrite.
     if (gs < area.iova) this.gaps.set(gs, area.iova - 1n);
+    else this.gaps.delete(gs);
     if (area.last < gl) this.gaps.set(area.last + 1n, gl);
     this.byIova.set(area.iova, area);
   }
@@ -38,10 +39,8 @@ export class AreaTree {
     let last = area.last;
     if (start > 0n) {
       const left = this.gaps.getPairOrNextLower(start - 1n);
-      if (left && left[1] === start - 1n) {
-        start = left[0];
-        this.gaps.delete(left[0]);
-      }
+      // The merged gap keeps the left gap's key, so the final set() overwrites it in place.
+      if (left && left[1] === start - 1n) start = left[0];
     }
     if (last < U64_MAX) {
       const right = this.gaps.get(last + 1n);
@@ -51,6 +50,12 @@ export class AreaTree {
       }
     }
     this.gaps.set(start, last);
+  }
+
+  /** Whether no area intersects [start, last] (one gap holds it all): one lookup. */
+  isFree(start: bigint, last: bigint): boolean {
+    const g = this.gaps.getPairOrNextLower(start);
+    return g !== undefined && g[1] >= last;
   }
 
   /** The lowest area intersecting [start, last]. */
@@ -78,6 +83,17 @@ export class AreaTree {
 
   *all(): Generator<IoptArea> {
     for (const [, a] of this.byIova.entries()) yield a;
+  }
+
+  /** The gap holding `iova`, or else the lowest gap above it, as [start, last]. */
+  gapAtOrAfter(iova: bigint): [bigint, bigint] | undefined {
+    const g = this.gaps.getPairOrNextLower(iova);
+    return g && g[1] >= iova ? g : this.gaps.nextHigherPair(iova);
+  }
+
+  /** The gap after the one starting at `gapStart`. */
+  gapAfter(gapStart: bigint): [bigint, bigint] | undefined {
+    return this.gaps.nextHigherPair(gapStart);
   }
 
   /** Gaps between areas intersecting [start, last], clipped to it, ascending. */

@@ -5,7 +5,7 @@ import { IOMMU_WRITE, type IommuDomain } from '../iommu/domain.js';
 import { AreaTree } from './area-tree.js';
 import { IoptArea } from './area.js';
 import type { IoptPages } from './pages.js';
-import { holes, mergeRanges, anyIntersects, type Range } from './ranges.js';
+import { holes, lowerBoundByLast, mergeRanges, anyIntersects, type Range } from './ranges.js';
 import { ReservedSet, type ReservedOwner } from './reserved.js';
 
 /** A run of bytes of one page container, on its way into an IOAS (struct iopt_pages_list). */
@@ -73,7 +73,9 @@ export class IoPagetable {
     if (length === 0n || length >= ULONG_HALF)
       fail('EOVERFLOW', `length ${hex(length)} is 0 or too large for automatic IOVA allocation`);
     const pageOffset = hint % PAGE_SIZE;
-    let align = roundUpPow2(length);
+    // roundup_pow_of_two without a string conversion when the length fits in 32 bits.
+    const m = length - 1n;
+    let align = m <= 0xffff_ffffn ? (m === 0n ? 1n : 1n << BigInt(32 - Math.clz32(Number(m)))) : roundUpPow2(length);
     if (hint !== 0n) {
       const low = lowestSetBit(hint);
       if (low < align) align = low;
@@ -86,31 +88,23 @@ export class IoPagetable {
           `below the IOAS's iova_alignment ${hex(this.iovaAlignment)}`,
       );
 
-    const fits = (start: bigint, last: bigint): bigint | undefined => {
-      const up = alignUp(start, align);
-      if (up === undefined) return undefined;
-      const s = up | pageOffset;
-      if (s >= last || last - s < length - 1n) return undefined;
-      return s;
-    };
-
-    const windows: Range[] = this.allowedMerged.length
-      ? this.allowedMerged
-          .filter((r) => r.last >= AUTO_WINDOW_FIRST && r.start <= AUTO_WINDOW_LAST)
-          .map((r) => ({
-            start: r.start < AUTO_WINDOW_FIRST ? AUTO_WINDOW_FIRST : r.start,
-            last: r.last > AUTO_WINDOW_LAST ? AUTO_WINDOW_LAST : r.last,
-          }))
-      : [{ start: AUTO_WINDOW_FIRST, last: AUTO_WINDOW_LAST }];
-    const reserved = this.reserved.merged();
-    for (const w of windows) {
-      const ws = fits(w.start, w.last);
-      if (ws === undefined) continue;
-      for (const gap of this.areas.gapsWithin(ws, w.last)) {
-        for (const hole of holes(reserved, gap.start, gap.last)) {
-          const t = fits(hole.start, hole.last);
-          if (t !== undefined) return t;
-        }
+    // Windows: the allowed ranges clipped to the automatic window, or that whole window. Plain
+    // loops and methods, no closures or generators: this runs on every automatic MAP.
+    const allowed = this.allowedMerged;
+    if (!allowed.length) {
+      const t = this.allocInWindow(AUTO_WINDOW_FIRST, AUTO_WINDOW_LAST, align, pageOffset, length);
+      if (t !== undefined) return t;
+    } else {
+      for (const r of allowed) {
+        if (r.last < AUTO_WINDOW_FIRST || r.start > AUTO_WINDOW_LAST) continue;
+        const t = this.allocInWindow(
+          r.start < AUTO_WINDOW_FIRST ? AUTO_WINDOW_FIRST : r.start,
+          r.last > AUTO_WINDOW_LAST ? AUTO_WINDOW_LAST : r.last,
+          align,
+          pageOffset,
+          length,
+        );
+        if (t !== undefined) return t;
       }
     }
     fail(
@@ -119,6 +113,38 @@ export class IoPagetable {
         (pageOffset ? ` (with page offset ${hex(pageOffset)})` : '') +
         (this.allowed.length ? ' inside the allowed ranges' : ''),
     );
+  }
+
+  /** The lowest fit in window [wStart, wLast]: its area gaps, minus reserved ranges, ascending. */
+  private allocInWindow(wStart: bigint, wLast: bigint, align: bigint, pageOffset: bigint, length: bigint): bigint | undefined {
+    const ws = fitIova(wStart, wLast, align, pageOffset, length);
+    if (ws === undefined) return undefined;
+    const reserved = this.reserved.merged();
+    for (let g = this.areas.gapAtOrAfter(ws); g && g[0] <= wLast; g = this.areas.gapAfter(g[0])) {
+      const from = g[0] < ws ? ws : g[0];
+      const to = g[1] > wLast ? wLast : g[1];
+      // The holes of the reserved ranges inside [from, to] (ranges.ts holes(), inlined).
+      let cur = from;
+      let covered = false;
+      for (let i = lowerBoundByLast(reserved, from); i < reserved.length; i++) {
+        const r = reserved[i]!;
+        if (r.start > to) break;
+        if (r.start > cur) {
+          const t = fitIova(cur, r.start - 1n, align, pageOffset, length);
+          if (t !== undefined) return t;
+        }
+        if (r.last >= to) {
+          covered = true;
+          break;
+        }
+        cur = r.last + 1n;
+      }
+      if (!covered && cur <= to) {
+        const t = fitIova(cur, to, align, pageOffset, length);
+        if (t !== undefined) return t;
+      }
+    }
+    return undefined;
   }
 
   /** Checks of a fixed IOVA (iopt_check_iova): alignment, overflow, reserved, existing areas. */
@@ -134,7 +160,7 @@ export class IoPagetable {
         `[${hex(iova)}, ${hex(last)}] intersects the reserved range [${hex(r.start)}, ${hex(r.last)}]` +
           ownerSuffix(r.owner),
       );
-    const a = this.areas.firstIntersecting(iova, last);
+    const a = this.areas.isFree(iova, last) ? undefined : this.areas.firstIntersecting(iova, last);
     if (a) fail('EEXIST', `[${hex(iova)}, ${hex(last)}] overlaps the existing mapping ${a.describe()}`);
   }
 
@@ -560,6 +586,15 @@ export class IoPagetable {
       this.domainsRwsem.unlock();
     }
   }
+}
+
+/** Where a range [start, last] can hold `length` bytes at `align` plus `pageOffset`, if it can. */
+function fitIova(start: bigint, last: bigint, align: bigint, pageOffset: bigint, length: bigint): bigint | undefined {
+  const up = alignUp(start, align);
+  if (up === undefined) return undefined;
+  const s = up | pageOffset;
+  if (s >= last || last - s < length - 1n) return undefined;
+  return s;
 }
 
 /** Drop a page container reference; the last one must find nothing pinned. */
