@@ -131,7 +131,7 @@ export function ioasAllowIovas(ctx: IommufdCtx, ucmd: Ucmd<IommuIoasAllowIovas>)
 /** IOMMU_IOAS_MAP */
 export function ioasMap(ctx: IommufdCtx, ucmd: Ucmd<IommuIoasMap>): number {
   const cmd = ucmd.cmd;
-  if (cmd.flags & ~MAP_FLAGS) fail('EOPNOTSUPP', `unknown flags ${hex(cmd.flags & ~MAP_FLAGS)}`);
+  if (cmd.flags & ~MAP_FLAGS) fail('EOPNOTSUPP', `unknown flags ${hex((cmd.flags & ~MAP_FLAGS) >>> 0)}`);
   if (cmd.reserved) fail('EOPNOTSUPP', `__reserved is ${hex(cmd.reserved)}, must be 0`);
   if (cmd.iova === U64_MAX || cmd.length === U64_MAX)
     fail('EOVERFLOW', `iova ${hex(cmd.iova)} or length ${hex(cmd.length)} is U64_MAX`);
@@ -181,7 +181,7 @@ function syzConvertIova(ctx: IommufdCtx, cmd: IommuIoasCopy): void {
 export function ioasCopy(ctx: IommufdCtx, ucmd: Ucmd<IommuIoasCopy>, testKernel = true): number {
   const cmd = ucmd.cmd;
   if (testKernel) syzConvertIova(ctx, cmd);
-  if (cmd.flags & ~MAP_FLAGS) fail('EOPNOTSUPP', `unknown flags ${hex(cmd.flags & ~MAP_FLAGS)}`);
+  if (cmd.flags & ~MAP_FLAGS) fail('EOPNOTSUPP', `unknown flags ${hex((cmd.flags & ~MAP_FLAGS) >>> 0)}`);
   if (cmd.length === U64_MAX || cmd.srcIova === U64_MAX || cmd.dstIova === U64_MAX)
     fail('EOVERFLOW', `length ${hex(cmd.length)}, src_iova ${hex(cmd.srcIova)} or dst_iova ${hex(cmd.dstIova)} is U64_MAX`);
   if (!(cmd.flags & (IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE)))
