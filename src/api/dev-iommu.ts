@@ -2,6 +2,7 @@ import { errnoName } from '../lib/errno.js';
 import type { Task } from '../mm/types.js';
 import { IommufdCtx } from '../iommufd/context.js';
 import { DEFAULT_IOCTL_OPTIONS, iommufdIoctl, type IoctlOptions } from '../iommufd/main.js';
+import { SimpleFdTable, type FdTable } from '../iommufd/file.js';
 
 /** What ioctl(2) returns in C: ret, and errno when ret is -1. */
 export interface IoctlResult {
@@ -22,12 +23,14 @@ export class DevIommu {
     readonly task: Task,
     opts: { vfioContainer?: boolean; name?: string } = {},
     private readonly ioctlOpts: IoctlOptions = DEFAULT_IOCTL_OPTIONS,
+    /** The process's fd table (new fds from FAULT_QUEUE_ALLOC and the like land here). */
+    readonly fds: FdTable = new SimpleFdTable(),
   ) {
     this.ctx = new IommufdCtx(opts.name, opts.vfioContainer);
   }
 
   ioctl(cmd: number, arg: bigint): IoctlResult {
-    const r = iommufdIoctl(this.ctx, this.task, cmd, arg, this.task.mm, this.ioctlOpts);
+    const r = iommufdIoctl(this.ctx, this.task, cmd, arg, this.task.mm, this.fds, this.ioctlOpts);
     if (r >= 0) return { ret: r, errno: 0 };
     const e = this.ctx.lastError;
     return { ret: -1, errno: -r, explanation: e?.explanation ?? errnoName(-r) };

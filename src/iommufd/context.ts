@@ -2,6 +2,7 @@ import type { IommuError } from '../lib/error.js';
 import { AccountMode, type AccountModeValue } from '../mm/accounting.js';
 import { ObjectTable, ObjType, type IommufdObject } from './object.js';
 import type { Ioas } from './ioas.js';
+import type { IommufdGroup } from './igroup.js';
 
 /**
  * One open file of /dev/iommu (struct iommufd_ctx): its object table, accounting mode and the
@@ -14,6 +15,8 @@ export class IommufdCtx {
   /** The compat IOAS for VFIO type1 emulation: a weak pointer, cleared when that IOAS goes. */
   vfioIoas: Ioas | null = null;
   noIommuMode = false;
+  /** iommu_group id -> this context's view of it (devices bound, attachment). */
+  readonly groups = new Map<number, IommufdGroup>();
   /** The last refusal, with its explanation, for traces and the typed API. */
   lastError: IommuError | undefined;
   /** References on the file: the fd(s) and every object type that pins the file. */

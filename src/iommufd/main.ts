@@ -22,8 +22,11 @@ import type { StructDef } from '../uapi/struct.js';
 import type { IommufdCtx } from './context.js';
 import { getIoas, ioasAlloc, ioasAllowIovas, ioasCopy, ioasIovaRanges, ioasMap, ioasOption, ioasUnmap } from './ioas.js';
 import { ObjType } from './object.js';
+import { hwptAlloc, hwptGetDirtyBitmap, hwptInvalidate, hwptSetDirtyTracking } from './hw-pagetable.js';
+import { getHwInfo } from './device.js';
 import { iommufdTest, testCmdStruct } from './test-cmd.js';
 import type { Ucmd, UserAccess } from './ucmd.js';
+import { SimpleFdTable, type FdTable } from './file.js';
 
 /** A handler takes the decoded command and returns the ioctl's non-negative result. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -104,6 +107,11 @@ export const HANDLERS: ReadonlyMap<number, Handler> = new Map<number, Handler>([
   [0x86, ioasUnmap],
   [0x87, option],
   [0x88, vfioIoas],
+  [0x89, hwptAlloc],
+  [0x8a, getHwInfo],
+  [0x8b, hwptSetDirtyTracking],
+  [0x8c, hwptGetDirtyBitmap],
+  [0x8d, hwptInvalidate],
   [IOMMUFD_CMD_TEST, iommufdTest],
 ]);
 
@@ -129,11 +137,12 @@ export function iommufdIoctl(
   cmd: number,
   arg: bigint,
   user: UserAccess = task.mm,
+  fds: FdTable = new SimpleFdTable(),
   opts: IoctlOptions = DEFAULT_IOCTL_OPTIONS,
 ): number {
   ctx.lastError = undefined;
   try {
-    return dispatch(ctx, task, cmd, arg, user, opts);
+    return dispatch(ctx, task, cmd, arg, user, fds, opts);
   } catch (e) {
     if (e instanceof IommuError) {
       ctx.lastError = e;
@@ -150,7 +159,7 @@ export function iommufdIoctl(
   }
 }
 
-function dispatch(ctx: IommufdCtx, task: Task, cmd: number, arg: bigint, user: UserAccess, opts: IoctlOptions): number {
+function dispatch(ctx: IommufdCtx, task: Task, cmd: number, arg: bigint, user: UserAccess, fds: FdTable, opts: IoctlOptions): number {
   cmd >>>= 0;
   const nr = _IOC_NR(cmd);
   if (!inIommufdTable(nr, opts.testKernel)) return vfioCompatIoctl(ctx, task, cmd, arg, user);
@@ -178,6 +187,7 @@ function dispatch(ctx: IommufdCtx, task: Task, cmd: number, arg: bigint, user: U
     cmd: decoded,
     task,
     user,
+    fds,
     respond() {
       def.encode(decoded as never, kbuf);
       copyStructToUser(user, arg, userSize, def, kbuf);

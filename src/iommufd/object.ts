@@ -176,6 +176,24 @@ export class ObjectTable {
     return true;
   }
 
+  /**
+   * Kernel-side destruction (iommufd_object_destroy_user): drop the caller's reference and remove
+   * the object; if someone else still holds it, it is left for context release (a WARN in the kernel).
+   */
+  destroyKernel(obj: IommufdObject): boolean {
+    obj.users--;
+    if (obj.users !== 1 || this.slots.get(obj.id) !== obj) return false;
+    this.remove(obj);
+    obj.destroy();
+    return true;
+  }
+
+  /** iommufd_object_put_and_try_destroy: drop the caller's reference, destroy if only the table's remains. */
+  putAndTryDestroy(obj: IommufdObject): boolean {
+    obj.users--;
+    return this.tryDestroy(obj);
+  }
+
   private remove(obj: IommufdObject): void {
     this.slots.delete(obj.id);
     this.free.push(obj.id);

@@ -1,4 +1,5 @@
 import type { Task } from '../mm/types.js';
+import type { FdTable } from './file.js';
 
 /** The caller's memory as seen through pointers inside an ioctl struct (copy_{from,to}_user). */
 export interface UserAccess {
@@ -18,5 +19,7 @@ export interface Ucmd<T> {
   readonly cmd: T;
   readonly task: Task;
   readonly user: UserAccess;
+  /** The caller's fd table, for ioctls that return or take file descriptors. */
+  readonly fds: FdTable;
   respond(): void;
 }
