@@ -1,4 +1,5 @@
 import type { IommuDriver } from './driver.js';
+import type { IopfFault, IopfParam } from './fault.js';
 import type { IommuGroup } from './group.js';
 
 /**
@@ -9,8 +10,8 @@ export class IommuDevice {
   group!: IommuGroup;
   /** IOMMU_DEV_FEAT_IOPF enable count (iommufd's per-device iopf_enabled). */
   iopfEnabled = 0;
-  /** Faults without LAST_PAGE waiting for the rest of their group. */
-  readonly partialFaults: import('./fault.js').IopfFault[] = [];
+  /** Fault state while the driver has IOPF enabled (dev->iommu->fault_param); see fault.ts. */
+  iopfParam: IopfParam | null = null;
   /** All devices of the group sit behind an interrupt-remapping IOMMU. */
   isolatedMsi = true;
   /** Bypass the MSI isolation check at bind (the selftest's mock devices). */
@@ -23,6 +24,11 @@ export class IommuDevice {
   ) {
     this.isMock = opts.isMock ?? false;
     this.isolatedMsi = opts.isolatedMsi ?? true;
+  }
+
+  /** Faults without LAST_PAGE waiting for the rest of their group. */
+  get partialFaults(): readonly IopfFault[] {
+    return this.iopfParam?.partial ?? [];
   }
 
   describe(): string {

@@ -3,6 +3,7 @@
  * implement domains; iommufd reaches their page tables only through the core helpers in map.ts.
  */
 import type { IommuDevice } from './device.js';
+import type { IopfGroup } from './fault.js';
 import type { UserDataArray } from './user-data.js';
 
 /** Protection bits of a mapping (IOMMU_READ, IOMMU_WRITE, IOMMU_CACHE, ...). */
@@ -67,8 +68,11 @@ export interface IommuDomain {
   enforceCacheCoherency?(): boolean;
   /** Nested domains: process user invalidation entries (cache_invalidate_user). */
   cacheInvalidateUser?(array: UserDataArray): void;
-  /** Set by iommufd on domains of fault-capable HWPTs: where I/O page faults go. */
-  iopfHandler?: ((group: unknown) => void) | undefined;
+  /**
+   * Set by iommufd on domains of fault-capable HWPTs: where I/O page faults go. It takes over the
+   * group (and answers it later with `group.respond`); throwing makes the core answer FAILURE.
+   */
+  iopfHandler?: ((group: IopfGroup) => void) | undefined;
   /** Base of the software MSI window mapped in this domain (iommu_get_msi_cookie), once set. */
   msiCookie?: bigint;
   free(): void;

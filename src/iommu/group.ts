@@ -38,6 +38,22 @@ export class IommuGroup {
     } else if (this.domain) this.domain.attachDev(dev);
   }
 
+  /**
+   * The device leaves the group (iommu_release_device when its driver model deletes it). The
+   * last device takes the group's domains with it. Returns false if it was not in the group.
+   */
+  removeDevice(dev: IommuDevice): boolean {
+    const i = this.devices.indexOf(dev);
+    if (i < 0) return false;
+    this.devices.splice(i, 1);
+    if (!this.devices.length) {
+      this.domain = null;
+      this.defaultDomain = null;
+      this.blockingDomain = null;
+    }
+    return true;
+  }
+
   describe(): string {
     return `iommu group ${this.id}`;
   }
