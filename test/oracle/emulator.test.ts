@@ -15,11 +15,10 @@ import { SCENARIO_DIR, TRANSCRIPT_DIR } from './scenario.js';
 
 /** Scenarios that need features of a later issue (devices, HWPTs, mock domains): name -> reason. */
 export const PENDING: Record<string, string> = {
-  'object-ids': 'needs IOMMU_TEST_OP_MOCK_DOMAIN (devices and HWPTs, issue 3)',
   'ioctl-numbers': 'needs the VFIO type1 compat ioctls (issue 3)',
-  'size-fault': 'needs the HWPT, HW_INFO, dirty, invalidate and fault-queue handlers (issue 3)',
-  'size-min': 'needs the HWPT, HW_INFO, dirty, invalidate and fault-queue handlers (issue 3)',
-  'size-tail': 'needs the HWPT, HW_INFO, dirty, invalidate and fault-queue handlers (issue 3)',
+  'vfio-ioas': 'needs the VFIO type1 compat ioctls (issue 3)',
+  'size-min': 'needs IOMMU_FAULT_QUEUE_ALLOC (issue 3)',
+  'size-tail': 'needs IOMMU_FAULT_QUEUE_ALLOC (issue 3)',
 };
 
 function emulatorTarget(): OracleTarget {
