@@ -1,4 +1,7 @@
-import { IommuError } from '../lib/error.js';
+import { fail, IommuError } from '../lib/error.js';
+import type { IommuDevice } from '../iommu/device.js';
+import { deviceAttach, deviceBind, deviceDetach, deviceReplace, deviceUnbind, getDevice, getHwInfo } from '../iommufd/device.js';
+import { hwptAlloc } from '../iommufd/hw-pagetable.js';
 import { U64_MAX } from '../lib/u64.js';
 import type { Task } from '../mm/types.js';
 import { IommufdCtx } from '../iommufd/context.js';
@@ -19,6 +22,8 @@ import {
   IOMMU_VFIO_IOAS_GET,
   IOMMU_VFIO_IOAS_SET,
   IommuDestroy,
+  IommuHwInfo,
+  IommuHwptAlloc,
   IommuIoasAlloc,
   IommuIoasAllowIovas,
   IommuIoasCopy,
@@ -29,7 +34,14 @@ import {
   IommuOption,
   IommuVfioIoas,
 } from '../uapi/iommufd.js';
-import { IOMMU_TEST_OP_ADD_RESERVED, IommuTestCmdAddReserved } from '../uapi/iommufd-test.js';
+import {
+  IOMMU_TEST_OP_ADD_RESERVED,
+  IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS,
+  IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE,
+  IommuTestCmdAddReserved,
+  IommuTestCmdMockDomainFlags,
+  IommuTestCmdMockDomainReplace,
+} from '../uapi/iommufd-test.js';
 import { StagedUser } from './staged-user.js';
 import { SimpleFdTable, type FdTable } from '../iommufd/file.js';
 
@@ -222,6 +234,94 @@ export class Iommufd {
   testAddReserved(ioasId: number, start: bigint, length: bigint): void {
     const cmd = IommuTestCmdAddReserved.make({ size: 72, op: IOMMU_TEST_OP_ADD_RESERVED, id: ioasId, start, length });
     this.call(iommufdTest, cmd);
+  }
+
+  // ---------------------------------------------------------------- devices (the VFIO-side kAPI)
+
+  /** Bind a device to this context (what VFIO_DEVICE_BIND_IOMMUFD does); returns the device id. */
+  bindDevice(dev: IommuDevice): number {
+    return this.guard(() => deviceBind(this.ctx, dev).id);
+  }
+
+  /** Unbind a device (closing its VFIO cdev): detaches it first if it is attached. */
+  unbindDevice(devId: number): void {
+    this.guard(() => {
+      const idev = getDevice(this.ctx, devId);
+      if (idev.attached) deviceDetach(idev);
+      deviceUnbind(idev);
+    });
+  }
+
+  /** Attach to an IOAS (automatic HWPT) or a HWPT; returns the HWPT id (VFIO_DEVICE_ATTACH_IOMMUFD_PT). */
+  attach(devId: number, ptId: number): number {
+    return this.guard(() => deviceAttach(getDevice(this.ctx, devId), ptId));
+  }
+
+  /** Move the device's whole group to another IOAS or HWPT; returns the HWPT id. */
+  replace(devId: number, ptId: number): number {
+    return this.guard(() => deviceReplace(getDevice(this.ctx, devId), ptId));
+  }
+
+  detach(devId: number): void {
+    this.guard(() => {
+      const idev = getDevice(this.ctx, devId);
+      if (!idev.attached) fail('EINVAL', `${idev.describe()} is not attached`);
+      deviceDetach(idev);
+    });
+  }
+
+  /** IOMMU_HWPT_ALLOC; returns the HWPT id. */
+  hwptAlloc(a: { devId: number; ptId: number; flags?: number; dataType?: number; data?: Uint8Array; faultId?: number }): number {
+    const user = new StagedUser(this.task.mm);
+    const data = a.data ?? new Uint8Array(0);
+    const cmd = IommuHwptAlloc.make({
+      size: IommuHwptAlloc.size,
+      flags: a.flags ?? 0,
+      devId: a.devId,
+      ptId: a.ptId,
+      dataType: a.dataType ?? 0,
+      dataLen: data.length,
+      dataUptr: data.length ? user.stage(data) : 0n,
+      faultId: a.faultId ?? 0,
+    });
+    return this.call(hwptAlloc, cmd, user).cmd.outHwptId;
+  }
+
+  /** IOMMU_GET_HW_INFO: the driver's data (up to `dataLen` bytes), its type and capabilities. */
+  getHwInfo(devId: number, dataLen = 64): { type: number; data: Uint8Array; capabilities: bigint; maxPasidLog2: number } {
+    const user = new StagedUser(this.task.mm);
+    const buf = user.alloc(dataLen);
+    const cmd = IommuHwInfo.make({ size: IommuHwInfo.size, devId, dataLen, dataUptr: buf.addr });
+    this.call(getHwInfo, cmd, user);
+    return {
+      type: cmd.outDataType,
+      data: buf.bytes.slice(0, Math.min(dataLen, cmd.dataLen)),
+      capabilities: cmd.outCapabilities,
+      maxPasidLog2: cmd.outMaxPasidLog2,
+    };
+  }
+
+  /** IOMMU_TEST_OP_MOCK_DOMAIN(_FLAGS): a mock device bound and attached to `ptId`. */
+  testMockDomain(ptId: number, devFlags = 0): { stdevId: number; hwptId: number; idevId: number } {
+    const cmd = IommuTestCmdMockDomainFlags.make({ size: 72, op: IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS, id: ptId, devFlags });
+    this.call(iommufdTest, cmd);
+    return { stdevId: cmd.outStdevId, hwptId: cmd.outHwptId, idevId: cmd.outIdevId };
+  }
+
+  /** IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE: returns the HWPT id now in use. */
+  testMockDomainReplace(stdevId: number, ptId: number): number {
+    const cmd = IommuTestCmdMockDomainReplace.make({ size: 72, op: IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE, id: stdevId, ptId });
+    return this.call(iommufdTest, cmd).cmd.ptId;
+  }
+
+  /** Run kernel-API code with this door's error bookkeeping. */
+  private guard<R>(fn: () => R): R {
+    try {
+      return fn();
+    } catch (e) {
+      if (e instanceof IommuError) this.ctx.lastError = e;
+      throw e;
+    }
   }
 
   /** close(): drop the file reference; the context is released when nothing else holds it. */
