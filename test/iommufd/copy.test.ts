@@ -136,3 +136,13 @@ test('a kernel without CONFIG_IOMMUFD_TEST refuses flag bit 16 (§2.7 step 1)', 
   const cmd = IommuIoasCopy.make({ size: 40, flags: RW | FIXED | MOCK_FLAGS_ACCESS_SYZ, dstIoasId: 2, srcIoasId: 1, length: PAGE, dstIova: 0x600000n, srcIova: 0n });
   throwsErrno(() => fd.call((ctx, u) => ioasCopy(ctx, u, false), cmd), 'EOPNOTSUPP', /0x10000\b/);
 });
+
+test('binary door on a kernel without CONFIG_IOMMUFD_TEST: flag bit 16 is EOPNOTSUPP (§2.7 step 1-2)', () => {
+  const { p, fd } = setup();
+  const dev = new DevIommu(p, {}, { testKernel: false });
+  (dev as unknown as { ctx: unknown }).ctx = fd.ctx;
+  const a = p.mapAnonymous(PAGE);
+  putStruct(p, a, IommuIoasCopy, { flags: RW | FIXED | MOCK_FLAGS_ACCESS_SYZ, dstIoasId: 2, srcIoasId: 1, length: PAGE, dstIova: 0x600000n, srcIova: 0n });
+  expectIoctl(dev.ioctl(IOMMU_IOAS_COPY, a), 'EOPNOTSUPP', /unknown flags 0x10000\b/);
+  assert.deepEqual(areasOf(fd, 2), []);
+});
