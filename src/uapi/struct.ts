@@ -102,6 +102,18 @@ const KIND_TAG: Record<FieldKind, number> = {
 };
 const NATURAL_ALIGN: Partial<Record<FieldKind, number>> = { u16: 2, u32: 4, u64: 8 };
 
+// Creating a DataView costs more than decoding a small struct, and the daemon decodes many
+// structs out of the same few buffers: remember the view of the last buffer seen.
+let lastBuffer: ArrayBufferLike | undefined;
+let lastView: DataView | undefined;
+function viewOf(buffer: ArrayBufferLike): DataView {
+  if (buffer !== lastBuffer || !lastView) {
+    lastView = new DataView(buffer);
+    lastBuffer = buffer;
+  }
+  return lastView;
+}
+
 class StructCodec<F extends Fields> implements StructDef<F> {
   readonly keys: readonly (keyof F & string)[];
   // Parallel arrays: the per-field plan precomputed once per definition.
@@ -132,13 +144,14 @@ class StructCodec<F extends Fields> implements StructDef<F> {
         `struct ${this.name}: need ${this.size} bytes at offset ${offset}, buffer has ${bytes.length}`,
       );
     }
-    const dv = new DataView(bytes.buffer, bytes.byteOffset + offset, this.size);
+    const dv = viewOf(bytes.buffer);
+    const base = bytes.byteOffset + offset;
     const out: Record<string, unknown> = {};
     const names = this.#names;
     const tags = this.#tags;
     const offs = this.#offsets;
     for (let i = 0; i < names.length; i++) {
-      const o = offs[i]!;
+      const o = base + offs[i]!;
       let v: unknown;
       switch (tags[i]) {
         case K_U8:
@@ -154,10 +167,10 @@ class StructCodec<F extends Fields> implements StructDef<F> {
           v = dv.getBigUint64(o, true);
           break;
         case K_BYTES:
-          v = bytes.slice(offset + o, offset + o + this.#sizes[i]!);
+          v = bytes.slice(offset + offs[i]!, offset + offs[i]! + this.#sizes[i]!);
           break;
         default:
-          v = this.#nested[i]!.decode(bytes, offset + o);
+          v = this.#nested[i]!.decode(bytes, offset + offs[i]!);
       }
       out[names[i]!] = v;
     }
@@ -171,13 +184,14 @@ class StructCodec<F extends Fields> implements StructDef<F> {
         `struct ${this.name}: need ${this.size} bytes at offset ${offset}, buffer has ${buf.length}`,
       );
     }
-    const dv = new DataView(buf.buffer, buf.byteOffset + offset, this.size);
+    const dv = viewOf(buf.buffer);
+    const base = buf.byteOffset + offset;
     const src = value as Record<string, unknown>;
     const names = this.#names;
     const tags = this.#tags;
     const offs = this.#offsets;
     for (let i = 0; i < names.length; i++) {
-      const o = offs[i]!;
+      const o = base + offs[i]!;
       const v = src[names[i]!];
       switch (tags[i]) {
         case K_U8:
@@ -196,7 +210,7 @@ class StructCodec<F extends Fields> implements StructDef<F> {
         case K_BYTES: {
           const arr = v as Uint8Array;
           const n = this.#sizes[i]!;
-          const start = offset + o;
+          const start = offset + offs[i]!;
           if (arr.length >= n) buf.set(arr.subarray(0, n), start);
           else {
             buf.set(arr, start);
@@ -205,7 +219,7 @@ class StructCodec<F extends Fields> implements StructDef<F> {
           break;
         }
         default:
-          (this.#nested[i] as StructDef).encode(v as never, buf, offset + o);
+          (this.#nested[i] as StructDef).encode(v as never, buf, offset + offs[i]!);
       }
     }
     return buf;
