@@ -12,6 +12,10 @@ export class AreaTree {
   private readonly byIova = bigintTree<IoptArea>();
   /** Maximal IOVA ranges covered by no area: start -> last. */
   private readonly gaps = bigintTree<bigint>();
+  // Scratch pairs for lookups whose result does not leave this class: without them every
+  // getPairOrNextLower/nextHigherPair allocates a [key, value] array (several per MAP/UNMAP).
+  private readonly gapPair: [bigint, bigint] = [0n, 0n];
+  private readonly areaPair = [0n, undefined] as unknown as [bigint, IoptArea];
 
   constructor() {
     this.gaps.set(0n, U64_MAX);
@@ -22,7 +26,7 @@ export class AreaTree {
   }
 
   insert(area: IoptArea): void {
-    const g = this.gaps.getPairOrNextLower(area.iova);
+    const g = this.gaps.getPairOrNextLower(area.iova, this.gapPair);
     if (!g || g[1] < area.last) throw new Error(`area tree: ${area.describe()} overlaps an existing area`);
     const [gs, gl] = g;
     // Shrink the gap in place when its start stays: a B+ tree delete costs far more than an overwrite.
@@ -38,7 +42,7 @@ export class AreaTree {
     let start = area.iova;
     let last = area.last;
     if (start > 0n) {
-      const left = this.gaps.getPairOrNextLower(start - 1n);
+      const left = this.gaps.getPairOrNextLower(start - 1n, this.gapPair);
       // The merged gap keeps the left gap's key, so the final set() overwrites it in place.
       if (left && left[1] === start - 1n) start = left[0];
     }
@@ -54,21 +58,21 @@ export class AreaTree {
 
   /** Whether no area intersects [start, last] (one gap holds it all): one lookup. */
   isFree(start: bigint, last: bigint): boolean {
-    const g = this.gaps.getPairOrNextLower(start);
+    const g = this.gaps.getPairOrNextLower(start, this.gapPair);
     return g !== undefined && g[1] >= last;
   }
 
   /** The lowest area intersecting [start, last]. */
   firstIntersecting(start: bigint, last: bigint): IoptArea | undefined {
-    const p = this.byIova.getPairOrNextLower(start);
+    const p = this.byIova.getPairOrNextLower(start, this.areaPair);
     if (p && p[1].last >= start) return p[1];
-    const n = this.byIova.nextHigherPair(start);
+    const n = this.byIova.nextHigherPair(start, this.areaPair);
     return n && n[0] <= last ? n[1] : undefined;
   }
 
   /** The area with an IOVA strictly above `iova` and starting at or below `last`. */
   nextAfter(area: IoptArea, last: bigint): IoptArea | undefined {
-    const n = this.byIova.nextHigherPair(area.iova);
+    const n = this.byIova.nextHigherPair(area.iova, this.areaPair);
     return n && n[0] <= last ? n[1] : undefined;
   }
 
