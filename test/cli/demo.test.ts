@@ -1,0 +1,46 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { runDemo } from '../../src/cli/demo.js';
+import { runSeedDemo } from '../../src/cli/seed.js';
+import { internalErrors } from '../../src/iommufd/main.js';
+import { lockdep } from '../../src/lib/lockdep.js';
+
+function capture(run: (o: { color: boolean; out: (s: string) => void }) => void): string {
+  const lines: string[] = [];
+  run({ color: false, out: (s) => lines.push(s) });
+  return lines.join('\n');
+}
+
+test('the IOAS demo narrates every refusal with its errno and explanation', () => {
+  const out = capture(runDemo);
+  assert.doesNotMatch(out, /UNEXPECTED SUCCESS/);
+  assert.match(out, /64 KiB mapped at IOVA 0x10000/);
+  assert.match(out, /EEXIST +the same range again/);
+  assert.match(out, /EINVAL +a mapping over the reserved range\n +\[0x2000000000, 0x2000000fff\] intersects the reserved range/);
+  assert.match(out, /ENOENT +unmapping half of a mapping/);
+  assert.match(out, /EPERM +setting the rlimit mode/);
+  assert.match(out, /locked memory charged to uid 1000: 0 pages/);
+  assert.equal(internalErrors.length, 0);
+  assert.deepEqual(lockdep.violations, []);
+});
+
+test('the seed demo reproduces the thread: MSI window on replace, and the late-finalised ARM SMMU domain', () => {
+  const out = capture(runSeedDemo);
+  assert.doesNotMatch(out, /UNEXPECTED SUCCESS/);
+  // Replace onto an IOAS whose mapping covers the MSI window fails and changes nothing.
+  assert.match(out, /EADDRINUSE replace device 1 onto HWPT 5\n +reserving \[0x8000000, 0x80fffff\] for device nic0 hits the existing mapping/);
+  // After the second replace the window moved from the old IOAS to the new one.
+  assert.match(out, /IOAS 4 \(new\)\n.*\n +reserved: .*\[0x8000000, 0x80fffff\] by device nic0/);
+  assert.match(out, /IOAS 2 \(old\)\n.*\n +reserved: +\[0x1000000000000, U64_MAX\] by arm-smmu-v3 s1 domain 1 \(aperture \[0x0, 0xffffffffffff\]\)\n/);
+  // HWPT_ALLOC of an unfinalised arm-smmu domain: EADDRINUSE on a non-empty IOAS...
+  assert.match(out, /EADDRINUSE IOMMU_HWPT_ALLOC for gpu0 on IOAS 7\n +reserving \[0x1, 0xffffffffffffffff\]/);
+  // ...and a poisoned IOAS on an empty one, until the HWPT is destroyed.
+  assert.match(out, /IOAS 8 \(poisoned\)\n.*\n.*\n +IOVA_RANGES: \[0x0, 0x0\]/);
+  assert.match(out, /ENOSPC +an automatic mapping/);
+  assert.match(out, /IOAS 8 \(still unusable\)\n.*\n.*\n +IOVA_RANGES: \[0x0, 0x0\]/);
+  assert.match(out, /IOAS 8 \(usable again\)\n.*\n.*\n +IOVA_RANGES: \[0x0, U64_MAX\]/);
+  // The auto-domain path finalises before linking.
+  assert.match(out, /IOAS 7 \(with an automatic HWPT\)\n +mappings: +\[0x40000000, 0x400fffff\]/);
+  assert.equal(internalErrors.length, 0);
+  assert.deepEqual(lockdep.violations, []);
+});
