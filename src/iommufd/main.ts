@@ -206,7 +206,7 @@ function dispatch(ctx: IommufdCtx, task: Task, cmd: number, arg: bigint, user: U
     };
   }
   // Only test kernels strip IOAS_COPY's MOCK_FLAGS_ACCESS_SYZ bit.
-  if (nr === 0x83) return ioasCopy(ctx, ucmd, opts.testKernel);
+  if (nr === 0x83) return ioasCopy(ctx, ucmd as never, opts.testKernel);
   return handler(ctx, ucmd);
 }
 
