@@ -1,43 +1,97 @@
 import { Errno } from '../lib/errno.js';
+import { IommuError } from '../lib/error.js';
 import type { SimProcess } from '../mm/process.js';
+import type { EmulatedFile, FdTable } from '../iommufd/file.js';
 import { DevIommu, type IoctlResult } from './dev-iommu.js';
 
+/** What a file-descriptor system call returns in C: ret, and errno when ret is -1. */
+export interface SyscallResult {
+  ret: number;
+  errno: number;
+  explanation?: string;
+}
+
 /**
- * The system-call surface of a simulated process as a C program sees it: file descriptors for
- * /dev/iommu, ioctl(2) with pointers into its memory, mmap/munmap. Used by scenario replays
- * and by anything that wants to drive the binary door like a program would.
+ * The system-call surface of a simulated process as a C program sees it: one fd table holding
+ * /dev/iommu files and the files ioctls create (fault queues, access handles), with Linux's
+ * lowest-free fd numbering; ioctl(2), read(2), write(2), poll(2) and close(2) with pointers into
+ * the process's memory.
  */
-export class SimSyscalls {
-  private readonly files = new Map<number, DevIommu>();
-  private nextFd = 3;
+export class SimSyscalls implements FdTable {
+  private readonly files = new Map<number, DevIommu | EmulatedFile>();
 
   constructor(readonly proc: SimProcess) {}
+
+  private lowestFree(): number {
+    let fd = 3;
+    while (this.files.has(fd)) fd++;
+    return fd;
+  }
 
   /** open("/dev/iommu") (or "/dev/vfio/vfio", which starts in VFIO accounting mode). */
   open(path = '/dev/iommu'): number {
     if (path !== '/dev/iommu' && path !== '/dev/vfio/vfio') return -Errno.ENOENT;
-    let fd = 3;
-    while (this.files.has(fd)) fd++;
-    this.nextFd = Math.max(this.nextFd, fd + 1);
-    this.files.set(fd, new DevIommu(this.proc, { vfioContainer: path === '/dev/vfio/vfio' }));
+    const fd = this.lowestFree();
+    this.files.set(fd, new DevIommu(this.proc, { vfioContainer: path === '/dev/vfio/vfio' }, undefined, this));
     return fd;
+  }
+
+  install(file: EmulatedFile): number {
+    const fd = this.lowestFree();
+    this.files.set(fd, file);
+    return fd;
+  }
+
+  get(fd: number): EmulatedFile | undefined {
+    const f = this.files.get(fd);
+    return f instanceof DevIommu ? undefined : f;
   }
 
   close(fd: number): number {
     const f = this.files.get(fd);
     if (!f) return -Errno.EBADF;
     this.files.delete(fd);
-    f.close();
+    if (f instanceof DevIommu) f.close();
+    else f.release();
     return 0;
   }
 
   file(fd: number): DevIommu | undefined {
-    return this.files.get(fd);
+    const f = this.files.get(fd);
+    return f instanceof DevIommu ? f : undefined;
   }
 
   ioctl(fd: number, cmd: number, arg: bigint): IoctlResult {
     const f = this.files.get(fd);
     if (!f) return { ret: -1, errno: Errno.EBADF, explanation: `fd ${fd} is not open` };
+    if (!(f instanceof DevIommu)) return { ret: -1, errno: Errno.ENOTTY, explanation: `${f.name} has no ioctls` };
     return f.ioctl(cmd, arg);
+  }
+
+  read(fd: number, addr: bigint, count: number): SyscallResult {
+    return this.fileOp(fd, 'read', (f) => f.read?.(this.proc.mm, addr, count));
+  }
+
+  write(fd: number, addr: bigint, count: number): SyscallResult {
+    return this.fileOp(fd, 'write', (f) => f.write?.(this.proc.mm, addr, count));
+  }
+
+  /** poll(2) on one fd: the ready mask. */
+  poll(fd: number): SyscallResult {
+    return this.fileOp(fd, 'poll', (f) => f.poll?.() ?? 0);
+  }
+
+  private fileOp(fd: number, what: string, op: (f: EmulatedFile) => number | undefined): SyscallResult {
+    const f = this.files.get(fd);
+    if (!f) return { ret: -1, errno: Errno.EBADF, explanation: `fd ${fd} is not open` };
+    if (f instanceof DevIommu) return { ret: -1, errno: Errno.EINVAL, explanation: `/dev/iommu does not support ${what}` };
+    try {
+      const r = op(f);
+      if (r === undefined) return { ret: -1, errno: Errno.EINVAL, explanation: `${f.name} does not support ${what}` };
+      return { ret: r, errno: 0 };
+    } catch (e) {
+      if (e instanceof IommuError) return { ret: -1, errno: e.errno, explanation: e.explanation };
+      throw e;
+    }
   }
 }
