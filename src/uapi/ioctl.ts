@@ -103,7 +103,8 @@ export const IOMMU_TEST_CMD = _IO(IOMMUFD_TYPE, IOMMUFD_CMD_TEST);
 
 // ---- The command table -------------------------------------------------------------------------
 
-export interface IommufdIoctl<F extends Fields = Fields, N extends string = string> {
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export interface IommufdIoctl<F extends Fields = any, N extends string = string> {
   readonly nr: number;
   /** The exact command value the slot accepts (anything else with this nr is ENOTTY). */
   readonly cmd: number;
@@ -173,7 +174,7 @@ export function iommufdTableLength(testKernel: boolean): number {
 }
 
 const BY_NR: ReadonlyMap<number, IommufdIoctl> = new Map(
-  IOMMUFD_IOCTLS.map((e) => [e.nr, e as unknown as IommufdIoctl]),
+  IOMMUFD_IOCTLS.map((e): [number, IommufdIoctl] => [e.nr, e]),
 );
 
 /** Whether `nr` falls inside the kernel's table (else: VFIO compat path). */

@@ -60,7 +60,13 @@ export type DecodedFields<F extends Fields> = { -readonly [K in keyof F]: FieldV
 /** The plain-object type a struct definition decodes to. */
 export type Decoded<D> = D extends StructDef<infer F> ? DecodedFields<F> : never;
 
-export interface StructDef<F extends Fields = Fields> {
+/**
+ * A struct definition. Without a type argument it means "some struct": `any` there (rather than
+ * `Fields`) because StructDef<F> is invariant in F, and tables of mixed definitions must accept
+ * every specific one without casts.
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export interface StructDef<F extends Fields = any> {
   /** The kernel's struct name (`iommu_ioas_map`), used in explanations. */
   readonly name: string;
   /** sizeof(struct), including any padding. */

@@ -189,18 +189,18 @@ describe('the codec', () => {
 });
 
 describe('speed sanity', () => {
-  it('decodes and encodes IOMMU_IOAS_MAP a million times quickly', () => {
+  it('decodes and encodes IOMMU_IOAS_MAP 200k times without pathologies', () => {
     const def = iommufd.IommuIoasMap;
     const b = def.encode(def.make({ size: 40, flags: 7, userVa: 0x7f0000000000n, length: 1n << 21n }));
     const t0 = performance.now();
     let sum = 0n;
-    for (let i = 0; i < 1_000_000; i++) {
+    for (let i = 0; i < 200_000; i++) {
       const v = def.decode(b);
       sum += v.length;
       def.encode(v, b);
     }
     const ms = performance.now() - t0;
-    assert.equal(sum, 1_000_000n << 21n);
+    assert.equal(sum, 200_000n << 21n);
     // Generous: catches an accidental O(n^2) or per-call closure build-up, not CI jitter.
     assert.ok(ms < 5000, `${ms} ms`);
   });
