@@ -26,6 +26,7 @@ import { hwptAlloc, hwptGetDirtyBitmap, hwptInvalidate, hwptSetDirtyTracking } f
 import { getHwInfo } from './device.js';
 import { iommufdTest, testCmdStruct } from './test-cmd.js';
 import type { Ucmd, UserAccess } from './ucmd.js';
+import { vfioCompatIoctl as vfioCompat } from './vfio-compat.js';
 import { SimpleFdTable, type FdTable } from './file.js';
 
 /** A handler takes the decoded command and returns the ioctl's non-negative result. */
@@ -211,6 +212,6 @@ function dispatch(ctx: IommufdCtx, task: Task, cmd: number, arg: bigint, user: U
 }
 
 /** The VFIO type1 container ioctls served on the iommufd file (nr outside the iommufd table). */
-function vfioCompatIoctl(_ctx: IommufdCtx, _task: Task, cmd: number, _arg: bigint, _user: UserAccess): number {
-  fail('ENOTTY', `${ioctlName(cmd)} is neither an iommufd nor a VFIO compat ioctl this emulator serves`);
+function vfioCompatIoctl(ctx: IommufdCtx, task: Task, cmd: number, arg: bigint, user: UserAccess): number {
+  return vfioCompat(ctx, task, cmd, arg, user);
 }
