@@ -15,8 +15,6 @@ import { SCENARIO_DIR, TRANSCRIPT_DIR } from './scenario.js';
 
 /** Scenarios that need features of a later issue (devices, HWPTs, mock domains): name -> reason. */
 export const PENDING: Record<string, string> = {
-  'ioctl-numbers': 'needs the VFIO type1 compat ioctls (issue 3)',
-  'vfio-ioas': 'needs the VFIO type1 compat ioctls (issue 3)',
   'size-min': 'needs IOMMU_FAULT_QUEUE_ALLOC (issue 3)',
   'size-tail': 'needs IOMMU_FAULT_QUEUE_ALLOC (issue 3)',
 };
