@@ -25,6 +25,11 @@ export interface EmulatedFile {
 export interface FdTable {
   install(file: EmulatedFile, cloexec: boolean): number;
   get(fd: number): EmulatedFile | undefined;
+  /**
+   * Take back an fd this call installed, without releasing its file (put_unused_fd after a
+   * creation failed late). The caller then releases the file itself.
+   */
+  remove?(fd: number): EmulatedFile | undefined;
 }
 
 /** A plain fd table for callers that have no process of their own (the typed door, tests). */
@@ -42,6 +47,12 @@ export class SimpleFdTable implements FdTable {
 
   get(fd: number): EmulatedFile | undefined {
     return this.files.get(fd);
+  }
+
+  remove(fd: number): EmulatedFile | undefined {
+    const f = this.files.get(fd);
+    this.files.delete(fd);
+    return f;
   }
 
   /** close(fd): release the file. Returns false for an fd that is not open. */

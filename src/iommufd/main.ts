@@ -23,6 +23,7 @@ import type { IommufdCtx } from './context.js';
 import { getIoas, ioasAlloc, ioasAllowIovas, ioasCopy, ioasIovaRanges, ioasMap, ioasOption, ioasUnmap } from './ioas.js';
 import { ObjType } from './object.js';
 import { hwptAlloc, hwptGetDirtyBitmap, hwptInvalidate, hwptSetDirtyTracking } from './hw-pagetable.js';
+import { faultQueueAlloc } from './fault.js';
 import { getHwInfo } from './device.js';
 import { iommufdTest, testCmdStruct } from './test-cmd.js';
 import type { Ucmd, UserAccess } from './ucmd.js';
@@ -113,6 +114,7 @@ export const HANDLERS: ReadonlyMap<number, Handler> = new Map<number, Handler>([
   [0x8b, hwptSetDirtyTracking],
   [0x8c, hwptGetDirtyBitmap],
   [0x8d, hwptInvalidate],
+  [0x8e, faultQueueAlloc],
   [IOMMUFD_CMD_TEST, iommufdTest],
 ]);
 

@@ -1,7 +1,12 @@
 import { fail, hex } from '../lib/error.js';
 import { U64_MAX } from '../lib/u64.js';
 import {
+  IOMMU_TEST_OP_ACCESS_PAGES,
+  IOMMU_TEST_OP_ACCESS_REPLACE_IOAS,
+  IOMMU_TEST_OP_ACCESS_RW,
   IOMMU_TEST_OP_ADD_RESERVED,
+  IOMMU_TEST_OP_CREATE_ACCESS,
+  IOMMU_TEST_OP_DESTROY_ACCESS_PAGES,
   IOMMU_TEST_OP_DIRTY,
   IOMMU_TEST_OP_MD_CHECK_IOTLB,
   IOMMU_TEST_OP_MD_CHECK_MAP,
@@ -11,8 +16,13 @@ import {
   IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE,
   IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT,
   IOMMU_TEST_OP_TRIGGER_IOPF,
+  IommuTestCmdAccessPages,
+  IommuTestCmdAccessReplaceIoas,
+  IommuTestCmdAccessRw,
   IommuTestCmdAddReserved,
   IommuTestCmdCheckIotlb,
+  IommuTestCmdCreateAccess,
+  IommuTestCmdDestroyAccessPages,
   IommuTestCmdCheckMap,
   IommuTestCmdCheckRefs,
   IommuTestCmdDirty,
@@ -34,6 +44,13 @@ import {
   testDirty,
   testTriggerIopf,
 } from './selftest.js';
+import {
+  testAccessPages,
+  testAccessReplaceIoas,
+  testAccessRw,
+  testCreateAccess,
+  testDestroyAccessPages,
+} from './selftest-access.js';
 import type { StructDef } from '../uapi/struct.js';
 import type { IommufdCtx } from './context.js';
 import { getIoas } from './ioas.js';
@@ -54,6 +71,11 @@ export const TEST_OP_STRUCTS: ReadonlyMap<number, StructDef> = new Map<number, S
   [IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT, IommuTestCmdMemoryLimit as unknown as StructDef],
   [IOMMU_TEST_OP_DIRTY, IommuTestCmdDirty as unknown as StructDef],
   [IOMMU_TEST_OP_TRIGGER_IOPF, IommuTestCmdTriggerIopf as unknown as StructDef],
+  [IOMMU_TEST_OP_CREATE_ACCESS, IommuTestCmdCreateAccess as unknown as StructDef],
+  [IOMMU_TEST_OP_ACCESS_REPLACE_IOAS, IommuTestCmdAccessReplaceIoas as unknown as StructDef],
+  [IOMMU_TEST_OP_ACCESS_PAGES, IommuTestCmdAccessPages as unknown as StructDef],
+  [IOMMU_TEST_OP_DESTROY_ACCESS_PAGES, IommuTestCmdDestroyAccessPages as unknown as StructDef],
+  [IOMMU_TEST_OP_ACCESS_RW, IommuTestCmdAccessRw as unknown as StructDef],
 ]);
 
 /** The struct view of a test command's union for its op (the header alone for unknown ops). */
@@ -93,6 +115,16 @@ export function iommufdTest(ctx: IommufdCtx, ucmd: Ucmd<{ op: number; id: number
       return testDirty(ctx, ucmd as never);
     case IOMMU_TEST_OP_TRIGGER_IOPF:
       return testTriggerIopf(ctx, ucmd as never);
+    case IOMMU_TEST_OP_CREATE_ACCESS:
+      return testCreateAccess(ctx, ucmd as never);
+    case IOMMU_TEST_OP_ACCESS_REPLACE_IOAS:
+      return testAccessReplaceIoas(ctx, ucmd as never);
+    case IOMMU_TEST_OP_ACCESS_PAGES:
+      return testAccessPages(ctx, ucmd as never);
+    case IOMMU_TEST_OP_DESTROY_ACCESS_PAGES:
+      return testDestroyAccessPages(ctx, ucmd as never);
+    case IOMMU_TEST_OP_ACCESS_RW:
+      return testAccessRw(ctx, ucmd as never);
     default:
       fail('EOPNOTSUPP', `test op ${cmd.op} is not supported`);
   }
