@@ -15,6 +15,7 @@ import fc from 'fast-check';
 import { DevIommu } from '../../src/api/dev-iommu.js';
 import { Errno, errnoName } from '../../src/lib/errno.js';
 import { lockdep } from '../../src/lib/lockdep.js';
+import { SimpleFdTable } from '../../src/iommufd/file.js';
 import { internalErrors } from '../../src/iommufd/main.js';
 import { SimMachine } from '../../src/mm/machine.js';
 import { PROT_READ, PROT_WRITE } from '../../src/mm/mman.js';
@@ -394,13 +395,18 @@ function stillWorks(dev: DevIommu, proc: SimProcess, env: Env): void {
   call(0x80, destroy);
 }
 
+function closeFds(dev: DevIommu): void {
+  const t = dev.fds as SimpleFdTable;
+  for (const fd of t.fds()) t.close(fd);
+}
+
 describe('binary door fuzz', () => {
   it('random commands, bytes, sizes and pointers: only kernel errnos, no exceptions, context still works', () => {
-    const params: fc.Parameters<[Call[], boolean]> = { numRuns: numRuns(400), includeErrorInReport: true };
+    const params: fc.Parameters<[Call[], boolean, boolean]> = { numRuns: numRuns(400), includeErrorInReport: true };
     if (process.env.FC_SEED) params.seed = Number(process.env.FC_SEED);
     if (process.env.FC_PATH) params.path = process.env.FC_PATH;
     fc.assert(
-      fc.property(fc.array(callArb, { minLength: 1, maxLength: 30, size: 'max' }), fc.boolean(), (calls, sysResource) => {
+      fc.property(fc.array(callArb, { minLength: 1, maxLength: 30, size: 'max' }), fc.boolean(), fc.boolean(), (calls, sysResource, fdsFirst) => {
         const { proc, env } = makeArena(sysResource);
         const dev = new DevIommu(proc);
         // Something to aim at: two IOASes (ids 1 and 2) and a mapping in the first.
@@ -415,7 +421,11 @@ describe('binary door fuzz', () => {
         checkInvariants(dev.ctx, env, 'after the fuzz calls');
         stillWorks(dev, proc, env);
         checkInvariants(dev.ctx, env, 'after the follow-up sequence');
+        // Process exit: the iommufd and every fd the calls created (fault queues, accesses hold
+        // a reference on the context), in either order.
+        if (fdsFirst) closeFds(dev);
         dev.close();
+        if (!fdsFirst) closeFds(dev);
         checkClosed(dev.ctx, env);
       }),
       params,
@@ -442,6 +452,7 @@ describe('binary door fuzz', () => {
     assert.equal(errnoName(dev.ioctl(_IO(IOMMUFD_TYPE, 0xa1), 0n).errno), 'ENOTTY', 'past the table');
     stillWorks(dev, proc, env);
     dev.close();
+    closeFds(dev);
     checkClosed(dev.ctx, env);
   });
 });

@@ -4,11 +4,14 @@
  * One context; each step goes through the typed door (Iommufd.call) or the binary door
  * (iommufdIoctl on the same context, the function DevIommu.ioctl calls) with a random struct
  * size (exact, short, longer with a zero or non-zero tail), or is a munmap of part of the
- * process's buffer. The typed door may only throw IommuError; internalErrors stays empty; after
+ * process's buffer; ops include mock domains (MOCK_DOMAIN / MOCK_DOMAIN_FLAGS), so MAP, COPY and
+ * attach pin pages and charge them. The typed door may only throw IommuError; internalErrors stays empty; after
  * every step (checkInvariants in lib.ts): areas are disjoint, populated, clear of reserved ranges,
  * aligned (iova, length, page offset) to iova_alignment; iovaRanges() is the complement of the
  * union of reserved ranges; allowed ranges avoid reserved ones; with no domain nothing is
- * pinned and nothing is accounted (user locked_vm, mm pinned_vm / locked_vm); lockdep is clean
+ * pinned and nothing is accounted (user locked_vm, mm pinned_vm / locked_vm); with domains every
+ * area is pinned, stored in a domain of its IOAS, each container pins exactly the pages its
+ * domain-backed areas cover and locked_vm / pinned_vm equal the pages pinned; lockdep is clean
  * and idle. After close() the object table is empty and the accounting is back to zero.
  *
  * FC_NUM_RUNS raises the number of sequences; failures print the seed and shrunk sequence.
@@ -29,7 +32,7 @@ import {
   ioctlNumber,
   makeEnv,
   numRuns,
-  opArb,
+  opWithDomainsArb,
   runTyped,
   type Env,
   type Op,
@@ -42,12 +45,12 @@ type Step =
   | { door: 'munmap'; page: number; pages: number };
 
 const stepArb: fc.Arbitrary<Step> = fc.oneof(
-  { weight: 8, arbitrary: fc.record({ door: fc.constant('typed' as const), op: opArb }) },
+  { weight: 8, arbitrary: fc.record({ door: fc.constant('typed' as const), op: opWithDomainsArb }) },
   {
     weight: 8,
     arbitrary: fc.record({
       door: fc.constant('binary' as const),
-      op: opArb,
+      op: opWithDomainsArb,
       size: fc.oneof(
         { weight: 8, arbitrary: fc.constant<SizeMode>('exact') },
         { weight: 1, arbitrary: fc.constantFrom<SizeMode>('short', 'longZero', 'longNonZero') },
@@ -60,7 +63,7 @@ const stepArb: fc.Arbitrary<Step> = fc.oneof(
   },
 );
 
-/** Every errno an IOAS-only command sequence can produce (§2.2–2.9, ADD_RESERVED, §2.1 size rules). */
+/** Every errno these sequences can produce (§2.2–2.9, ADD_RESERVED, MOCK_DOMAIN, §2.1 size rules). */
 const IOAS_ERRNOS = new Set<number>([
   0,
   Errno.EOPNOTSUPP,
@@ -75,6 +78,8 @@ const IOAS_ERRNOS = new Set<number>([
   Errno.EMSGSIZE,
   Errno.EADDRINUSE,
   Errno.E2BIG,
+  // With mock domains: RLIMIT_MEMLOCK (8 MiB here) when pinning.
+  Errno.ENOMEM,
 ]);
 
 /** The binary door with a chosen struct size; returns the errno (0 on success). */

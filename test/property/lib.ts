@@ -18,7 +18,7 @@ import { HANDLERS, internalErrors } from '../../src/iommufd/main.js';
 import { ObjType } from '../../src/iommufd/object.js';
 import { testCmdStruct } from '../../src/iommufd/test-cmd.js';
 import type { Ucmd } from '../../src/iommufd/ucmd.js';
-import { SimMachine } from '../../src/mm/machine.js';
+import { SimMachine, type SpawnOptions } from '../../src/mm/machine.js';
 import { PROT_READ } from '../../src/mm/mman.js';
 import type { SimProcess } from '../../src/mm/process.js';
 import { IOMMUFD_TYPE, _IO, iommufdIoctlByNr } from '../../src/uapi/ioctl.js';
@@ -73,7 +73,9 @@ export type Op =
   | { t: 'allow'; ioas: IdSel; reserved: number; ranges: Range[]; ptr: PtrKind }
   | { t: 'ranges'; ioas: IdSel; reserved: number; capacity: number; ptr: PtrKind }
   | { t: 'option'; optionId: number; op: number; reserved: number; objectId: IdSel; val64: bigint }
-  | { t: 'reserve'; testOp: number; ioas: IdSel; start: bigint; length: bigint };
+  | { t: 'reserve'; testOp: number; ioas: IdSel; start: bigint; length: bigint }
+  /** IOMMU_TEST_OP_MOCK_DOMAIN (devFlags undefined) or MOCK_DOMAIN_FLAGS: a mock device attached to `id`. */
+  | { t: 'mock'; id: IdSel; devFlags?: number };
 
 const EDGE_U64 = [0n, 1n, U64_MAX, U64_MAX - 1n, U64_MAX - PAGE + 1n, 1n << 63n, (1n << 63n) - 1n, U64_MAX / 2n, 1n << 31n];
 
@@ -206,10 +208,23 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
   },
 );
 
+/** Mock domains: the selftest's MOCK_DOMAIN / MOCK_DOMAIN_FLAGS, attached to an IOAS (or anything). */
+export const mockOpArb: fc.Arbitrary<Op> = fc.record(
+  {
+    t: fc.constant('mock' as const),
+    id: idArb,
+    devFlags: fc.oneof({ weight: 3, arbitrary: fc.constantFrom(0, 1, 2, 3) }, { weight: 1, arbitrary: fc.constantFrom(4, 0xffffffff) }),
+  },
+  { requiredKeys: ['t', 'id'] },
+);
+
+/** Ops including mock domains (pinning, apertures, alignment 2048). */
+export const opWithDomainsArb: fc.Arbitrary<Op> = fc.oneof({ weight: 12, arbitrary: opArb }, { weight: 1, arbitrary: mockOpArb });
+
 /** Sequences start with an IOAS or two so that most ops have something to act on. */
-export const opsArb = (maxLength: number): fc.Arbitrary<Op[]> =>
+export const opsArb = (maxLength: number, op: fc.Arbitrary<Op> = opArb): fc.Arbitrary<Op[]> =>
   fc
-    .tuple(fc.array(fc.constant<Op>({ t: 'alloc', flags: 0 }), { minLength: 1, maxLength: 2 }), fc.array(opArb, { maxLength, size: "max" }))
+    .tuple(fc.array(fc.constant<Op>({ t: 'alloc', flags: 0 }), { minLength: 1, maxLength: 2 }), fc.array(op, { maxLength, size: 'max' }))
     .map(([a, b]) => [...a, ...b]);
 
 // ================================================================================ the environment
@@ -229,9 +244,11 @@ export interface Env {
   unmapped: bigint;
 }
 
-export function makeEnv(opts: { sysResource?: boolean } = {}): Env {
+export function makeEnv(opts: { sysResource?: boolean; rlimitMemlock?: bigint } = {}): Env {
   const machine = new SimMachine();
-  const proc = machine.spawn({ capabilities: opts.sysResource ? ['CAP_SYS_RESOURCE'] : [] });
+  const spawn: SpawnOptions = { capabilities: opts.sysResource ? ['CAP_SYS_RESOURCE'] : [] };
+  if (opts.rlimitMemlock !== undefined) spawn.rlimitMemlock = opts.rlimitMemlock;
+  const proc = machine.spawn(spawn);
   const data = proc.mapAnonymous(BigInt(DATA_PAGES) * PAGE, { shared: true });
   const arg = proc.mapAnonymous(PAGE);
   const array = proc.mapAnonymous(PAGE);
@@ -357,6 +374,11 @@ export function buildCmd(env: Env, ctx: IommufdCtx, op: Op): Cmd {
       const fields = { op: op.testOp, id: resolveId(ctx, op.ioas), start: op.start, length: op.length };
       return { nr: 0xa0, def, bytes: encode(def, fields) };
     }
+    case 'mock': {
+      const testOp = op.devFlags === undefined ? 2 : 12;
+      const def = testCmdStruct(testOp);
+      return { nr: 0xa0, def, bytes: encode(def, { op: testOp, id: resolveId(ctx, op.id), devFlags: op.devFlags ?? 0 }) };
+    }
   }
 }
 
@@ -450,7 +472,19 @@ export function snapshot(ctx: IommufdCtx): unknown {
     objects: ctx.objects.objects().map((o) => [o.id, o.type, o.finalized, o.users]),
     ioas: ioasesOf(ctx).map((i) => ({
       id: i.id,
-      areas: [...i.iopt.areas.all()].map((a) => [a.iova, a.last, a.startByte, a.prot, a.pages.uptr, a.pages.npages, a.pages.writable, a.populated]),
+      areas: [...i.iopt.areas.all()].map((a) => [
+        a.iova,
+        a.last,
+        a.startByte,
+        a.prot,
+        a.pages.uptr,
+        a.pages.npages,
+        a.pages.writable,
+        a.populated,
+        a.pages.pinnedCount,
+        a.storageDomain !== null,
+      ]),
+      domains: i.iopt.domains.length,
       reserved: i.iopt.reserved.all().map((r) => [r.start, r.last, r.owner === null]),
       ranges: i.iopt.iovaRanges(),
       alignment: i.iopt.iovaAlignment,
@@ -490,7 +524,7 @@ function complement(merged: readonly Range[]): Range[] {
  * The io_pagetable invariants of §3 for every IOAS of `ctx`, plus: nothing pinned or accounted
  * while no IOAS has a domain or access, no internal errors, lockdep clean and idle.
  */
-export function checkInvariants(ctx: IommufdCtx, env: Env, where = ''): void {
+export function checkInvariants(ctx: IommufdCtx, env: Env, where = '', others: IommufdCtx[] = []): void {
   const at = where ? ` (${where})` : '';
   assert.deepEqual(internalErrors, [], `internal errors${at}`);
   assert.deepEqual(lockdep.violations, [], `lockdep violations${at}`);
@@ -523,14 +557,53 @@ export function checkInvariants(ctx: IommufdCtx, env: Env, where = ''): void {
       assert.ok(!reserved.some((x) => x.start <= r.last && r.start <= x.last), `allowed range intersects reserved${at}`);
     }
     if (iopt.domains.length || iopt.accesses.size) anyPinner = true;
-    if (!iopt.domains.length && !iopt.accesses.size) {
+    if (iopt.domains.length) {
+      // Every area is pinned (once per container) and stored in the first domain.
       for (const a of iopt.areas.all()) {
-        assert.equal(a.pages.pinnedCount, 0, `IOAS ${ioas.id} ${a.describe()}: pinned without a domain or access${at}`);
-        assert.equal(a.storageDomain, null, `storage domain without domains${at}`);
+        assert.ok(a.storageDomain !== null && iopt.domains.includes(a.storageDomain), `IOAS ${ioas.id} ${a.describe()}: no storage domain${at}`);
+        for (let k = a.firstIndex; k <= a.lastIndex; k++)
+          assert.ok(a.pages.frameAt(k), `IOAS ${ioas.id} ${a.describe()}: page ${k} of its container is not pinned${at}`);
       }
     }
+    if (!iopt.domains.length && !iopt.accesses.size)
+      for (const a of iopt.areas.all()) assert.equal(a.storageDomain, null, `storage domain without domains${at}`);
+  }
+  // `others`: further contexts of the same process, whose pins are charged to the same counters.
+  const all = [ctx, ...others];
+  for (const o of others) for (const i of ioasesOf(o)) if (i.iopt.domains.length || i.iopt.accesses.size) anyPinner = true;
+  // A container may be pinned only while an IOAS with a domain or an access uses it (COPY shares
+  // containers between IOASes, so look at all of them).
+  const held = new Set<object>();
+  for (const c of all)
+    for (const i of ioasesOf(c)) if (i.iopt.domains.length || i.iopt.accesses.size) for (const a of i.iopt.areas.all()) held.add(a.pages);
+  for (const c of all)
+    for (const i of ioasesOf(c))
+      for (const a of i.iopt.areas.all())
+        if (!held.has(a.pages)) assert.equal(a.pages.pinnedCount, 0, `IOAS ${i.id} ${a.describe()}: pinned without a domain or access${at}`);
+  // Without accesses, a held container pins exactly the pages its areas in domain-backed IOASes cover.
+  if (all.every((c) => ioasesOf(c).every((i) => !i.iopt.accesses.size))) {
+    const want = new Map<object, Set<number>>();
+    for (const c of all)
+      for (const i of ioasesOf(c))
+        if (i.iopt.domains.length)
+          for (const a of i.iopt.areas.all()) {
+            const set = want.get(a.pages) ?? new Set<number>();
+            for (let k = a.firstIndex; k <= a.lastIndex; k++) set.add(k);
+            want.set(a.pages, set);
+          }
+    for (const [pages, set] of want)
+      assert.equal((pages as { pinnedCount: number }).pinnedCount, set.size, `a container pins more or fewer pages than its areas cover${at}`);
   }
   if (!anyPinner) assertNoAccounting(env, at);
+  else if (!env.proc.capable('CAP_IPC_LOCK') && all.every((c) => c.accountMode === 1)) {
+    // USER accounting: locked_vm and pinned_vm are the pages pinned by the distinct containers.
+    const containers = new Set<{ pinnedCount: number }>();
+    for (const c of all) for (const ioas of ioasesOf(c)) for (const a of ioas.iopt.areas.all()) containers.add(a.pages);
+    let pinned = 0;
+    for (const c of containers) pinned += c.pinnedCount;
+    assert.equal(env.proc.user.lockedVm, pinned, `user locked_vm vs pinned pages${at}`);
+    assert.equal(env.proc.mm.pinnedVm, pinned, `mm pinned_vm vs pinned pages${at}`);
+  }
 }
 
 export function assertNoAccounting(env: Env, at = ''): void {
