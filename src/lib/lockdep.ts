@@ -22,7 +22,8 @@ export class LockClass {
 
 export class LockDep {
   private readonly classes = new Map<string, LockClass>();
-  private readonly held: HeldLock[] = [];
+  /** Locks held now, outermost first (the mode is not needed for ordering). */
+  private readonly held: Lock[] = [];
   readonly violations: string[] = [];
   /** Throw on a violation (default) or only record it. */
   strict = true;
@@ -38,7 +39,7 @@ export class LockDep {
 
   /** Names of the classes currently held, outermost first. */
   heldNames(): string[] {
-    return this.held.map((h) => h.lock.cls.name);
+    return this.held.map((h) => h.cls.name);
   }
 
   /** Learned edges as "A -> B" strings (for docs and tests). */
@@ -48,10 +49,12 @@ export class LockDep {
     return out.sort();
   }
 
-  acquire(lock: Lock, mode: LockMode): void {
-    for (const h of this.held) {
-      if (h.lock === lock) this.report(`recursive acquisition of ${lock.describe()}`);
-      const a = h.lock.cls;
+  acquire(lock: Lock, _mode: LockMode): void {
+    const held = this.held;
+    for (let i = 0; i < held.length; i++) {
+      const h = held[i]!;
+      if (h === lock) this.report(`recursive acquisition of ${lock.describe()}`);
+      const a = h.cls;
       const b = lock.cls;
       if (a === b) {
         if (!lock.nestable) this.report(`${b.name} taken while another ${b.name} is held without a nesting annotation`);
@@ -67,13 +70,19 @@ export class LockDep {
         a.after.add(b);
       }
     }
-    this.held.push({ lock, mode });
+    held.push(lock);
   }
 
   release(lock: Lock): void {
-    for (let i = this.held.length - 1; i >= 0; i--) {
-      if (this.held[i]!.lock === lock) {
-        this.held.splice(i, 1);
+    const held = this.held;
+    const last = held.length - 1;
+    if (last >= 0 && held[last] === lock) {
+      held.pop();
+      return;
+    }
+    for (let i = last - 1; i >= 0; i--) {
+      if (held[i] === lock) {
+        held.splice(i, 1);
         return;
       }
     }
@@ -82,7 +91,7 @@ export class LockDep {
 
   /** Assert that a lock is held (lockdep_assert_held). */
   assertHeld(lock: Lock): void {
-    if (!this.held.some((h) => h.lock === lock)) this.report(`${lock.describe()} must be held here`);
+    if (!this.held.includes(lock)) this.report(`${lock.describe()} must be held here`);
   }
 
   /** True when nothing is held: every ioctl must end like this. */
@@ -113,11 +122,6 @@ export class LockDep {
     this.violations.push(msg);
     if (this.strict) throw new LockOrderViolation(msg);
   }
-}
-
-interface HeldLock {
-  lock: Lock;
-  mode: LockMode;
 }
 
 /** The process-wide checker (the kernel has one lockdep too). */
