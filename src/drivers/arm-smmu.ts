@@ -508,6 +508,10 @@ class ArmSmmuStaticDomain implements IommuDomain {
   }
 }
 
+/** First group number arm-smmu hands out (see ArmSmmuDriver.allocGroupId). */
+export const ARM_SMMU_GROUP_ID_BASE = 0x1_0000;
+let nextGroupId = ARM_SMMU_GROUP_ID_BASE;
+
 /** arm_smmu_ops: the driver's global state, shared by every SMMU it probes. */
 export class ArmSmmuDriver implements IommuDriver {
   readonly name = 'arm-smmu';
@@ -520,7 +524,6 @@ export class ArmSmmuDriver implements IommuDriver {
   readonly identityDomain = new ArmSmmuStaticDomain('identity');
   readonly blockingDomain = new ArmSmmuStaticDomain('blocked');
   readonly defaultDomainType: 'dma' | 'identity';
-  private nextGroupId = 0;
   private nextDomainId = 1;
 
   constructor(opts: ArmSmmuDriverOptions = {}) {
@@ -535,8 +538,14 @@ export class ArmSmmuDriver implements IommuDriver {
     return smmu;
   }
 
+  /**
+   * A group number. iommufd keys its per-context groups by number, which the kernel's global
+   * iommu_group ida keeps unique; until the core has one allocator, arm-smmu numbers its groups
+   * from ARM_SMMU_GROUP_ID_BASE, shared by every driver instance, so they never collide with
+   * the mock's (numbered from 0) or with another instance's in one context.
+   */
   allocGroupId(): number {
-    return this.nextGroupId++;
+    return nextGroupId++;
   }
 
   capable(dev: IommuDevice, cap: IommuCap): boolean {

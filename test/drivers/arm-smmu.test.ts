@@ -15,6 +15,9 @@ import { ResvType } from '../../src/iommu/resv.js';
 import { IommuDevice } from '../../src/iommu/device.js';
 import { IommuError } from '../../src/lib/error.js';
 import { U64_MAX } from '../../src/lib/u64.js';
+import { PAGE, checkInvariants, ioasOf, world } from '../iommufd/helpers.js';
+
+checkInvariants();
 
 const K4 = 0x1000n;
 const M2 = 0x20_0000n;
@@ -372,3 +375,53 @@ describe('arm-smmu: LpaePageTable', () => {
     assert.equal(t.iovaToPhys(2n * M2 + K4), undefined);
   });
 });
+
+describe('arm-smmu through iommufd: the seed discussion (reference §0, §4.11)', () => {
+  const MSI_LAST = ARM_SMMU_MSI_IOVA_BASE + ARM_SMMU_MSI_IOVA_LENGTH - 1n;
+
+  test('auto attach finalises the domain before linking it: aperture and MSI window reserved', () => {
+    const { fd } = world();
+    const dev = createArmSmmu().addDevice('nic0');
+    const id = fd.bindDevice(dev);
+    const ioas = fd.ioasAlloc();
+    fd.attach(id, ioas);
+    const dom = ioasOf(fd, ioas).iopt.domains[0] as ArmSmmuDomain;
+    assert.equal(dom.finalised, true);
+    assert.deepEqual(fd.iovaRanges(ioas).ranges, [
+      { start: 0n, last: ARM_SMMU_MSI_IOVA_BASE - 1n },
+      { start: MSI_LAST + 1n, last: (1n << 48n) - 1n },
+    ]);
+  });
+
+  test('HWPT_ALLOC links the unfinalised domain: [1, U64_MAX] reserved, or EADDRINUSE on a used IOAS', () => {
+    const { fd, p } = world();
+    const dev = createArmSmmu().addDevice('nic0');
+    const id = fd.bindDevice(dev);
+    const empty = fd.ioasAlloc();
+    const hwpt = fd.hwptAlloc({ devId: id, ptId: empty });
+    const dom = ioasOf(fd, empty).iopt.domains[0] as ArmSmmuDomain;
+    assert.equal(dom.finalised, false);
+    assert.deepEqual(fd.iovaRanges(empty).ranges, [{ start: 0n, last: 0n }]);
+    // Attaching finalises the domain, but the reservation made at allocation stays.
+    fd.attach(id, hwpt);
+    assert.equal(dom.finalised, true);
+    assert.deepEqual(fd.iovaRanges(empty).ranges, [{ start: 0n, last: 0n }]);
+
+    const used = fd.ioasAlloc();
+    fd.ioasMap({ ioasId: used, userVa: p.mapAnonymous(PAGE), length: PAGE, iova: 0x10_0000n });
+    throwsErrno(() => fd.hwptAlloc({ devId: id, ptId: used }), 'EADDRINUSE', /\[0x1, 0xffffffffffffffff\].*unfinalised/);
+  });
+
+  test('a device behind another SMMU cannot share the auto domain and gets its own', () => {
+    const { fd } = world();
+    const drv = new ArmSmmuDriver();
+    const a = fd.bindDevice(drv.probe().addDevice('a'));
+    const b = fd.bindDevice(drv.probe().addDevice('b'));
+    const ioas = fd.ioasAlloc();
+    const ha = fd.attach(a, ioas);
+    const hb = fd.attach(b, ioas);
+    assert.notEqual(ha, hb);
+    assert.equal(ioasOf(fd, ioas).iopt.domains.length, 2);
+  });
+});
+
