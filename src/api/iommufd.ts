@@ -10,6 +10,7 @@ import { destroy, option, vfioIoas, type Handler } from '../iommufd/main.js';
 import type { Range } from '../iommufd/ranges.js';
 import type { Ucmd } from '../iommufd/ucmd.js';
 import { iommufdTest } from '../iommufd/test-cmd.js';
+import { faultQueueAlloc } from '../iommufd/fault.js';
 import {
   IOMMU_IOAS_MAP_FIXED_IOVA,
   IOMMU_IOAS_MAP_READABLE,
@@ -22,7 +23,10 @@ import {
   IOMMU_VFIO_IOAS_GET,
   IOMMU_VFIO_IOAS_SET,
   IommuDestroy,
+  IommuFaultAlloc,
   IommuHwInfo,
+  IommuHwptPageResponse,
+  IommuHwptPgfault,
   IommuHwptAlloc,
   IommuIoasAlloc,
   IommuIoasAllowIovas,
@@ -35,15 +39,25 @@ import {
   IommuVfioIoas,
 } from '../uapi/iommufd.js';
 import {
+  IOMMU_TEST_OP_ACCESS_PAGES,
+  IOMMU_TEST_OP_ACCESS_REPLACE_IOAS,
+  IOMMU_TEST_OP_ACCESS_RW,
   IOMMU_TEST_OP_ADD_RESERVED,
+  IOMMU_TEST_OP_CREATE_ACCESS,
+  IOMMU_TEST_OP_DESTROY_ACCESS_PAGES,
   IOMMU_TEST_OP_MOCK_DOMAIN_FLAGS,
   IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE,
+  IommuTestCmdAccessPages,
+  IommuTestCmdAccessReplaceIoas,
+  IommuTestCmdAccessRw,
+  IommuTestCmdCreateAccess,
+  IommuTestCmdDestroyAccessPages,
   IommuTestCmdAddReserved,
   IommuTestCmdMockDomainFlags,
   IommuTestCmdMockDomainReplace,
 } from '../uapi/iommufd-test.js';
 import { StagedUser } from './staged-user.js';
-import { SimpleFdTable, type FdTable } from '../iommufd/file.js';
+import { SimpleFdTable, type EmulatedFile, type FdTable } from '../iommufd/file.js';
 
 export interface MapArgs {
   ioasId: number;
@@ -312,6 +326,101 @@ export class Iommufd {
   testMockDomainReplace(stdevId: number, ptId: number): number {
     const cmd = IommuTestCmdMockDomainReplace.make({ size: 72, op: IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE, id: stdevId, ptId });
     return this.call(iommufdTest, cmd).cmd.ptId;
+  }
+
+  // ---------------------------------------------------------------- fault queues
+
+  /** IOMMU_FAULT_QUEUE_ALLOC: a FAULT object and the fd of its file (in this door's `fds`). */
+  faultQueueAlloc(flags = 0): { faultId: number; fd: number } {
+    const cmd = IommuFaultAlloc.make({ size: IommuFaultAlloc.size, flags });
+    this.call(faultQueueAlloc, cmd);
+    return { faultId: cmd.outFaultId, fd: cmd.outFaultFd };
+  }
+
+  /** read(2) of a fault fd with room for `maxRecords` records: the records delivered, in order. */
+  faultRead(fd: number, maxRecords = 16): IommuHwptPgfault[] {
+    const user = new StagedUser(this.task.mm);
+    const buf = user.alloc(maxRecords * IommuHwptPgfault.size);
+    const n = this.fileOp(fd, 'read', (f) => f.read!(user, buf.addr, buf.bytes.length));
+    const out: IommuHwptPgfault[] = [];
+    for (let off = 0; off < n; off += IommuHwptPgfault.size) out.push(IommuHwptPgfault.decode(buf.bytes, off));
+    return out;
+  }
+
+  /** write(2) of page responses to a fault fd; returns the bytes consumed (8 per response). */
+  faultWrite(fd: number, responses: readonly { cookie: number; code: number }[]): number {
+    const user = new StagedUser(this.task.mm);
+    const bytes = new Uint8Array(responses.length * IommuHwptPageResponse.size);
+    responses.forEach((r, i) => IommuHwptPageResponse.encode({ cookie: r.cookie, code: r.code }, bytes, i * IommuHwptPageResponse.size));
+    const addr = user.stage(bytes);
+    return this.fileOp(fd, 'write', (f) => f.write!(user, addr, bytes.length));
+  }
+
+  /** poll(2) of a file this door received: the ready bits (POLLIN, POLLOUT, ...). */
+  poll(fd: number): number {
+    return this.fileOp(fd, 'poll', (f) => f.poll!());
+  }
+
+  /** close(2) of a file this door received (fault fd, access handle). */
+  closeFd(fd: number): void {
+    if (!this.fds.close(fd)) this.guard(() => fail('EBADF', `fd ${fd} is not open`));
+  }
+
+  private fileOp(fd: number, op: 'read' | 'write' | 'poll', fn: (f: EmulatedFile) => number): number {
+    return this.guard(() => {
+      const f = this.fds.get(fd);
+      if (!f) fail('EBADF', `fd ${fd} is not open`);
+      if (!f[op]) fail('EINVAL', `${f.name} has no ${op} operation`);
+      return fn(f);
+    });
+  }
+
+  // ---------------------------------------------------------------- selftest accesses
+
+  /** IOMMU_TEST_OP_CREATE_ACCESS: returns the access handle fd. */
+  testCreateAccess(ioasId: number, flags = 0): number {
+    const cmd = IommuTestCmdCreateAccess.make({ size: 72, op: IOMMU_TEST_OP_CREATE_ACCESS, id: ioasId, flags });
+    return this.call(iommufdTest, cmd).cmd.outAccessFd;
+  }
+
+  testAccessReplaceIoas(accessFd: number, ioasId: number): void {
+    this.call(iommufdTest, IommuTestCmdAccessReplaceIoas.make({ size: 72, op: IOMMU_TEST_OP_ACCESS_REPLACE_IOAS, id: accessFd, ioasId }));
+  }
+
+  /** IOMMU_TEST_OP_ACCESS_PAGES: pin; returns the item id. `uptr` 0 skips the page comparison. */
+  testAccessPages(accessFd: number, iova: bigint, length: bigint, opts: { flags?: number; uptr?: bigint } = {}): number {
+    const cmd = IommuTestCmdAccessPages.make({
+      size: 72,
+      op: IOMMU_TEST_OP_ACCESS_PAGES,
+      id: accessFd,
+      flags: opts.flags ?? 0,
+      iova,
+      length,
+      uptr: opts.uptr ?? 0n,
+    });
+    return this.call(iommufdTest, cmd).cmd.outAccessPagesId;
+  }
+
+  testDestroyAccessPages(accessFd: number, itemId: number): void {
+    this.call(iommufdTest, IommuTestCmdDestroyAccessPages.make({ size: 72, op: IOMMU_TEST_OP_DESTROY_ACCESS_PAGES, id: accessFd, accessPagesId: itemId }));
+  }
+
+  /** IOMMU_TEST_OP_ACCESS_RW: read `length` bytes (no `data`) or write `data`; returns what was read. */
+  testAccessRw(accessFd: number, iova: bigint, arg: { length: number } | { data: Uint8Array }, flags = 0): Uint8Array {
+    const user = new StagedUser(this.task.mm);
+    const isWrite = 'data' in arg;
+    const buf = isWrite ? { addr: user.stage(arg.data.slice()), bytes: arg.data } : user.alloc(arg.length);
+    const cmd = IommuTestCmdAccessRw.make({
+      size: 72,
+      op: IOMMU_TEST_OP_ACCESS_RW,
+      id: accessFd,
+      iova,
+      length: BigInt(buf.bytes.length),
+      uptr: buf.addr,
+      flags: isWrite ? flags | 1 : flags,
+    });
+    this.call(iommufdTest, cmd, user);
+    return buf.bytes;
   }
 
   /** Run kernel-API code with this door's error bookkeeping. */
