@@ -37,6 +37,22 @@ function emulatorTarget(): OracleTarget {
     read: (addr, len) => proc.readMem(addr, len),
     write: (addr, data) => proc.writeMem(addr, data),
     unmappedAddress: () => 0x1000_0000_0000n,
+    readFd: (fd, addr, count) => {
+      const r = sys.read(fd, addr, count);
+      return { ret: r.ret, errno: r.errno };
+    },
+    writeFd: (fd, addr, count) => {
+      const r = sys.write(fd, addr, count);
+      return { ret: r.ret, errno: r.errno };
+    },
+    poll: (fd) => {
+      const r = sys.poll(fd);
+      return { ret: r.ret, errno: r.errno };
+    },
+    closeFd: (fd) => {
+      const r = sys.close(fd);
+      return r < 0 ? { ret: -1, errno: -r } : { ret: 0, errno: 0 };
+    },
   };
 }
 

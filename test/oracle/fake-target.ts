@@ -102,14 +102,39 @@ export class PlaybackTarget extends FakeMemoryTarget {
     super();
   }
 
-  override ioctl(fd: number, cmd: number, arg: bigint): { ret: number; errno: number } {
-    super.ioctl(fd, cmd, arg);
-    while (this.stepIndex < this.sc.steps.length && this.sc.steps[this.stepIndex]!.kind !== 'ioctl') this.stepIndex++;
+  /** The transcript line of the next step of one of `kinds`. */
+  private nextLine(kinds: readonly string[]): { st: Scenario['steps'][number]; p: ParsedLine } {
+    while (this.stepIndex < this.sc.steps.length && !kinds.includes(this.sc.steps[this.stepIndex]!.kind)) this.stepIndex++;
     const idx = this.stepIndex++;
     const st = this.sc.steps[idx];
     const line = this.lines[idx];
-    if (!st || st.kind !== 'ioctl' || line === undefined) throw new Error('playback out of step');
-    const p = parseLine(line);
+    if (!st || line === undefined) throw new Error('playback out of step');
+    return { st, p: parseLine(line) };
+  }
+
+  readFd(): { ret: number; errno: number } {
+    const { p } = this.nextLine(['read']);
+    return { ret: p.ret, errno: p.errno };
+  }
+  writeFd(): { ret: number; errno: number } {
+    const { p } = this.nextLine(['write']);
+    return { ret: p.ret, errno: p.errno };
+  }
+  closeFd(): { ret: number; errno: number } {
+    const { p } = this.nextLine(['closefd']);
+    return { ret: p.ret, errno: p.errno };
+  }
+  poll(): { ret: number; errno: number } {
+    const { p } = this.nextLine(['poll']);
+    const revents = Number(p.fields.get('revents') ?? 0);
+    if (revents === 0x20) return { ret: -1, errno: Errno.EBADF };
+    return p.ret < 0 ? { ret: -1, errno: p.errno } : { ret: revents, errno: 0 };
+  }
+
+  override ioctl(fd: number, cmd: number, arg: bigint): { ret: number; errno: number } {
+    super.ioctl(fd, cmd, arg);
+    const { st, p } = this.nextLine(['ioctl']);
+    if (st.kind !== 'ioctl') throw new Error('playback out of step');
     if (st.struct !== undefined) {
       const s = this.layout.structs[st.struct]!;
       const start = arg;

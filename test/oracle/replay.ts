@@ -5,14 +5,16 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { errnoName } from '../../src/lib/errno.js';
+import { Errno, errnoName } from '../../src/lib/errno.js';
 import {
   type Dump,
+  type FdRef,
   type IoctlStep,
   type Layout,
   type Scenario,
   HPAGE,
   PAGE,
+  POLLNVAL,
   SCENARIO_DIR,
   TRANSCRIPT_DIR,
   UNMAPPED_LEN,
@@ -21,6 +23,7 @@ import {
   hexBytes,
   loadLayout,
   loadScenarioFile,
+  pollRevents,
   readLE,
   transcriptLines,
   writeLE,
@@ -41,7 +44,18 @@ export interface OracleTarget {
   write(addr: bigint, data: Uint8Array): void;
   /** An address of a region of at least 1 MiB that is never mapped. */
   unmappedAddress(): bigint;
+  /** read(2) of `count` bytes from any fd into user memory at `addr` (ret = bytes, or -1 + errno). */
+  readFd?(fd: number, addr: bigint, count: number): { ret: number; errno: number };
+  /** write(2) of `count` bytes from user memory at `addr` to any fd. */
+  writeFd?(fd: number, addr: bigint, count: number): { ret: number; errno: number };
+  /** The file's poll mask (what f_op->poll returns; -1 + EBADF for a closed fd). */
+  poll?(fd: number): { ret: number; errno: number };
+  /** close(2) of any fd. */
+  closeFd?(fd: number): { ret: number; errno: number };
 }
+
+const ENOSYS = Errno.ENOSYS;
+const EBADF = Errno.EBADF;
 
 interface BufRec {
   name: string;
@@ -168,6 +182,11 @@ class Replayer {
     return head + `[${items.join(' ')}]`;
   }
 
+  private fdOf(r: FdRef): number {
+    if ('name' in r) return this.fds.get(r.name) ?? -1;
+    return Number(BigInt.asIntN(32, evalExpr(r.expr, this.env())));
+  }
+
   private ioctl(st: IoctlStep): void {
     const fd = this.fds.get(st.fd) ?? -1;
     const cmd = Number(st.cmd & 0xffffffffn);
@@ -259,6 +278,29 @@ class Replayer {
         case 'ioctl':
           this.ioctl(st);
           break;
+        case 'read':
+        case 'write': {
+          const fd = this.fdOf(st.fd);
+          const addr = evalExpr(st.addr, this.env());
+          const op = st.kind === 'read' ? this.t.readFd?.bind(this.t) : this.t.writeFd?.bind(this.t);
+          const r = op ? op(fd, addr, Number(st.count)) : { ret: -1, errno: ENOSYS };
+          const rest = ['-'];
+          if (st.dumps.length > 0) rest.push(st.dumps.map((d) => this.dumpText(d)).join(' ; '));
+          this.emit(st.label, r.ret, r.errno, rest);
+          break;
+        }
+        case 'poll': {
+          const r = this.t.poll ? this.t.poll(this.fdOf(st.fd)) : { ret: -1, errno: ENOSYS };
+          const revents = r.ret < 0 ? (r.errno === EBADF ? POLLNVAL : 0) : pollRevents(r.ret, st.events);
+          if (r.ret < 0 && r.errno !== EBADF) this.emit(st.label, -1, r.errno, ['revents=0x0']);
+          else this.emit(st.label, revents ? 1 : 0, 0, [`revents=${hex(BigInt(revents))}`]);
+          break;
+        }
+        case 'closefd': {
+          const r = this.t.closeFd ? this.t.closeFd(this.fdOf(st.fd)) : { ret: -1, errno: ENOSYS };
+          this.emit(st.label, r.ret, r.errno, []);
+          break;
+        }
       }
     }
     return this.lines;

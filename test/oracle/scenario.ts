@@ -29,6 +29,15 @@
  *         in fields/save.
  *     print_buffers: [ { "buf": "r0", "struct": "iommu_iova_range", "count": 3, "offset": 0 },
  *                      { "buf": "b0", "offset": "0x10", "length": 16 } ]
+ *   { "read": "$ffd", "addr": "buf:b1+0x28", "count": 40, "print_buffers": [ ... ] }
+ *   { "write": "$ffd", "addr": "buf:b1", "count": 8 }
+ *       read(2)/write(2) on any fd: an fd name (from "open") or an expression, usually a saved
+ *       output such as out_fault_fd. Prints `label | ret=R errno=E | -` (+ dumps).
+ *   { "poll": "$ffd", "events": "0x5" }
+ *       poll(2) of one fd with timeout 0; events default 0x3c7 (IN|PRI|OUT|RDNORM|RDBAND|WRNORM|
+ *       WRBAND). Prints `label | ret=R errno=E | revents=0x..` (POLLNVAL 0x20 for a closed fd).
+ *   { "close": "$ffd" }                      close(2) of an fd given by an expression (prints the
+ *                                            real return value, unlike the close of a named fd)
  *
  * Values: JSON numbers, or strings of terms joined left to right by `+`, `-`, `|`: hex/decimal
  * numbers, constants from layout-data.json (plus U64_MAX, U32_MAX, PAGE_SIZE, HPAGE_SIZE),
@@ -233,9 +242,23 @@ export interface Dump {
   length: number;
 }
 
+/** The fd of a read/write/poll/close step: a named /dev/iommu fd or an expression. */
+export type FdRef = { name: string } | { expr: Expr };
+
+export const POLL_DEFAULT_EVENTS = 0x3c7;
+export const POLLNVAL = 0x20;
+const POLLERR_HUP = 0x18;
+/** revents of poll(2) for a file whose poll op returned `mask` and a request of `events`. */
+export function pollRevents(mask: number, events: number): number {
+  return mask & (events | POLLERR_HUP);
+}
+
 export type Step =
   | { kind: 'open'; label: string; fd: string }
   | { kind: 'close'; label: string; fd: string }
+  | { kind: 'closefd'; label: string; fd: FdRef }
+  | { kind: 'read' | 'write'; label: string; fd: FdRef; addr: Expr; count: bigint; dumps: Dump[] }
+  | { kind: 'poll'; label: string; fd: FdRef; events: number }
   | { kind: 'mmap'; label: string; buf: string; length: bigint; mapKind: MapKind; align: bigint; fill?: number }
   | { kind: 'munmap'; label: string; buf: string; offset?: bigint; length?: bigint }
   | {
@@ -290,6 +313,9 @@ const STEP_KEYS: Record<string, readonly string[]> = {
   munmap: ['munmap', 'offset', 'length'],
   array: ['array', 'struct', 'count', 'items', 'fill'],
   ioctl: ['ioctl', 'fd', 'struct', 'size', 'fields', 'tail', 'readable', 'arg', 'save', 'print_buffers', 'groups'],
+  read: ['read', 'addr', 'count', 'print_buffers'],
+  write: ['write', 'addr', 'count', 'print_buffers'],
+  poll: ['poll', 'events'],
 };
 
 function sizeWord(s: StructLayout): string | undefined {
@@ -378,7 +404,7 @@ export function parseScenario(name: string, json: unknown, layout: Layout = load
     const where = `${name} step ${i + 1}`;
     if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new ScenarioError(`${where}: not an object`);
     const o = raw as Record<string, unknown>;
-    const kind = (['open', 'close', 'mmap', 'munmap', 'array', 'ioctl'] as const).find((k) => k in o);
+    const kind = (['open', 'close', 'mmap', 'munmap', 'array', 'ioctl', 'read', 'write', 'poll'] as const).find((k) => k in o);
     if (!kind) {
       if (Object.keys(o).every((k) => k === 'comment')) return;
       throw new ScenarioError(`${where}: unknown step ${JSON.stringify(o)}`);
@@ -393,9 +419,65 @@ export function parseScenario(name: string, json: unknown, layout: Layout = load
       checkRefs(e, `${where} ${w}`);
       return e;
     };
+    const parseDumps = (raw: unknown): Dump[] => {
+      const dumps: Dump[] = [];
+      if (raw === undefined) return dumps;
+      if (!Array.isArray(raw)) throw new ScenarioError(`${where}: print_buffers must be an array`);
+      for (const d of raw as unknown[]) {
+        const dd = d as Record<string, unknown>;
+        const buf = dd['buf'];
+        if (typeof buf !== 'string' || !seenBufs.has(buf)) throw new ScenarioError(`${where}: print_buffers: unknown buffer`);
+        const offset = dd['offset'] === undefined ? 0n : constExpr(ex(dd['offset'], 'offset'), where);
+        const dump: Dump = { buf, offset, count: 0, length: 0 };
+        if (dd['struct'] !== undefined) {
+          const [sn] = useStruct(dd['struct'], where);
+          dump.struct = sn;
+          dump.count = Number(dd['count'] ?? 1);
+        } else dump.length = Number(dd['length'] ?? 16);
+        if (!Number.isInteger(dump.count) || !Number.isInteger(dump.length) || dump.count < 0 || dump.length < 0 || dump.length > 4096 || dump.count > 256)
+          throw new ScenarioError(`${where}: bad dump size`);
+        dumps.push(dump);
+      }
+      return dumps;
+    };
+    const fdRef = (v: unknown): FdRef => {
+      if (typeof v === 'string' && NAME_RE.test(v) && !(v in BUILTIN_CONSTANTS) && layout.constants[v] === undefined) {
+        if (!fds.includes(v)) throw new ScenarioError(`${where}: fd ${v} never opened`);
+        return { name: v };
+      }
+      return { expr: ex(v, 'fd') };
+    };
+    const fdText = (r: FdRef) => ('name' in r ? r.name : r.expr.text);
     switch (kind) {
+      case 'read':
+      case 'write': {
+        const fd = fdRef(o[kind]);
+        if (o['addr'] === undefined || o['count'] === undefined) throw new ScenarioError(`${where}: ${kind} needs addr and count`);
+        const step: Step = {
+          kind,
+          label: label ?? `${kind} ${fdText(fd)}`,
+          fd,
+          addr: ex(o['addr'], 'addr'),
+          count: constExpr(ex(o['count'], 'count'), where),
+          dumps: parseDumps(o['print_buffers']),
+        };
+        steps.push(step);
+        return;
+      }
+      case 'poll': {
+        const fd = fdRef(o['poll']);
+        const events = o['events'] === undefined ? POLL_DEFAULT_EVENTS : Number(constExpr(ex(o['events'], 'events'), where));
+        if (events < 0 || events > 0xffff) throw new ScenarioError(`${where}: events must fit in a short`);
+        steps.push({ kind, label: label ?? `poll ${fdText(fd)}`, fd, events });
+        return;
+      }
       case 'open':
       case 'close': {
+        if (kind === 'close' && (typeof o['close'] !== 'string' || !NAME_RE.test(o['close']))) {
+          const fd = fdRef(o['close']);
+          steps.push({ kind: 'closefd', label: label ?? `close ${fdText(fd)}`, fd });
+          return;
+        }
         const fd = o[kind];
         if (typeof fd !== 'string' || !NAME_RE.test(fd)) throw new ScenarioError(`${where}: bad fd name`);
         if (kind === 'open') {
@@ -535,24 +617,7 @@ export function parseScenario(name: string, json: unknown, layout: Layout = load
         }
         // saves become visible to later steps
         for (const [n] of step.save) if (!saved.includes(n)) saved.push(n);
-        if (o['print_buffers'] !== undefined) {
-          if (!Array.isArray(o['print_buffers'])) throw new ScenarioError(`${where}: print_buffers must be an array`);
-          for (const d of o['print_buffers'] as unknown[]) {
-            const dd = d as Record<string, unknown>;
-            const buf = dd['buf'];
-            if (typeof buf !== 'string' || !seenBufs.has(buf)) throw new ScenarioError(`${where}: print_buffers: unknown buffer`);
-            const offset = dd['offset'] === undefined ? 0n : constExpr(ex(dd['offset'], 'offset'), where);
-            const dump: Dump = { buf, offset, count: 0, length: 0 };
-            if (dd['struct'] !== undefined) {
-              const [sn] = useStruct(dd['struct'], where);
-              dump.struct = sn;
-              dump.count = Number(dd['count'] ?? 1);
-            } else dump.length = Number(dd['length'] ?? 16);
-            if (!Number.isInteger(dump.count) || !Number.isInteger(dump.length) || dump.count < 0 || dump.length < 0 || dump.length > 4096 || dump.count > 256)
-              throw new ScenarioError(`${where}: bad dump size`);
-            step.dumps.push(dump);
-          }
-        }
+        step.dumps = parseDumps(o['print_buffers']);
         steps.push(step);
         return;
       }
