@@ -243,12 +243,59 @@ async function auto1m(): Promise<void> {
   fd.close();
 }
 
+// ------------------------------------------------------------------------------ c. devices
+
+/** Map+unmap pairs with 0, 1 and 2 mock domains attached to the IOAS (pinning and domain map/unmap). */
+async function domains(): Promise<void> {
+  for (const ndom of [0, 1, 2]) {
+    const m = new SimMachine();
+    const p = m.spawn({ name: 'bench', capabilities: ['CAP_IPC_LOCK'] });
+    const buf = p.mapAnonymous(16n * PAGE, { shared: true });
+    const fd = new Iommufd(p);
+    const ioasId = fd.ioasAlloc();
+    for (let d = 0; d < ndom; d++) fd.testMockDomain(ioasId);
+    const base = 0x1000_0000n;
+    let k = 0;
+    const batch = (): void => {
+      for (let n = 0; n < BATCH; n++) {
+        const iova = base + BigInt(k) * PAGE;
+        if (++k === 1024) k = 0;
+        fd.ioasMap({ ioasId, userVa: buf, length: PAGE, iova });
+        fd.ioasUnmap(ioasId, iova, PAGE);
+      }
+    };
+    const period = await tiny(`domains-${ndom}`, batch);
+    const rate = (BATCH * 1000) / period;
+    line(`c. 4K map+unmap with ${ndom} mock domain(s)`, fmtRate(rate), 'report', 'report');
+    fd.close();
+  }
+}
+
+/** Attach/detach cycles of a mock device to an IOAS holding 10k mappings (each attach fills a domain). */
+async function attachDetach(): Promise<void> {
+  const m = new SimMachine();
+  const p = m.spawn({ name: 'bench', capabilities: ['CAP_IPC_LOCK'] });
+  const buf = p.mapAnonymous(16n * PAGE, { shared: true });
+  const fd = new Iommufd(p);
+  const ioasId = fd.ioasAlloc();
+  for (let i = 0; i < LIVE_AREAS; i++) fd.ioasMap({ ioasId, userVa: buf, length: PAGE, iova: 0x1000_0000n + BigInt(i) * PAGE });
+  const cycles = 20;
+  const t = timedLoop(cycles, 1, () => {
+    const { stdevId } = fd.testMockDomain(ioasId);
+    fd.destroy(stdevId);
+  });
+  line('c. attach+detach, 10k mappings in the IOAS', fmtRate(t.wall), 'report', 'report', `${fmtUs(1000 / t.wall)} per cycle`);
+  fd.close();
+}
+
 // ------------------------------------------------------------------------------ main
 
 const BENCHES: Record<string, () => Promise<void>> = {
   'fixed-typed': fixedTyped,
   'fixed-binary': fixedBinary,
   'auto-1m': auto1m,
+  domains,
+  'attach-detach': attachDetach,
 };
 
 async function main(): Promise<void> {

@@ -1,17 +1,23 @@
 import { fail, hex } from '../lib/error.js';
 import type { IommuDomain } from './domain.js';
 
+const TWO_32 = 1n << 32n;
+
 /** Index of the highest set bit of a non-zero value (__fls). */
 function fls(v: bigint): number {
+  // Page sizes and most lengths fit in 32 bits: avoid a string conversion on the hot path.
+  if (v < TWO_32) return 31 - Math.clz32(Number(v));
   return v.toString(2).length - 1;
 }
 /** Index of the lowest set bit of a non-zero value (__ffs). */
 function ffs(v: bigint): number {
   return fls(v & -v);
 }
+const MASKS: bigint[] = Array.from({ length: 65 }, (_, n) => (1n << BigInt(n + 1)) - 1n);
+
 /** Bits [0, n] set (GENMASK(n, 0)). */
 function maskUpTo(n: number): bigint {
-  return (1n << BigInt(n + 1)) - 1n;
+  return MASKS[n]!;
 }
 
 /**

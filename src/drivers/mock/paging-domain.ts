@@ -133,11 +133,10 @@ export class MockPagingDomain implements IommuDomain, DomainOps {
       const ent = this.pfns.get(index);
       this.pfns.delete(index);
       if (!checkEnds || !ent) continue;
-      const at = hex(BigInt(index) * MOCK_IO_PAGE_SIZE);
       if (n === 0 && !(ent.flags & MOCK_PFN_START_IOVA))
-        this.host.warn(`unmap starts at ${at}, which is not the start of a map in ${this.describe()}`);
+        this.host.warn(`unmap starts at ${hex(BigInt(index) * MOCK_IO_PAGE_SIZE)}, which is not the start of a map in ${this.describe()}`);
       if (n === total - 1 && !(ent.flags & MOCK_PFN_LAST_IOVA))
-        this.host.warn(`unmap ends at ${at}, which is not the end of a map in ${this.describe()}`);
+        this.host.warn(`unmap ends at ${hex(BigInt(index) * MOCK_IO_PAGE_SIZE)}, which is not the end of a map in ${this.describe()}`);
     }
     return pgsize * pgcount;
   }
