@@ -3,6 +3,7 @@ import { AccountMode, type AccountModeValue } from '../mm/accounting.js';
 import { ObjectTable, ObjType, type IommufdObject } from './object.js';
 import type { Ioas } from './ioas.js';
 import type { IommufdGroup } from './igroup.js';
+import type { IommuGroup } from '../iommu/group.js';
 
 /**
  * One open file of /dev/iommu (struct iommufd_ctx): its object table, accounting mode and the
@@ -15,8 +16,12 @@ export class IommufdCtx {
   /** The compat IOAS for VFIO type1 emulation: a weak pointer, cleared when that IOAS goes. */
   vfioIoas: Ioas | null = null;
   noIommuMode = false;
-  /** iommu_group id -> this context's view of it (devices bound, attachment). */
-  readonly groups = new Map<number, IommufdGroup>();
+  /**
+   * iommu_group -> this context's view of it (devices bound, attachment). Keyed by the group
+   * itself: the kernel's xarray index is the core's globally unique group id, while simulated
+   * drivers number their groups independently.
+   */
+  readonly groups = new Map<IommuGroup, IommufdGroup>();
   /** The last refusal, with its explanation, for traces and the typed API. */
   lastError: IommuError | undefined;
   /** References on the file: the fd(s) and every object type that pins the file. */

@@ -28,19 +28,19 @@ export class IommufdGroup {
 
   /** iommufd_get_group: the context's igroup for this group, created on first use. */
   static get(ctx: IommufdCtx, group: IommuGroup): IommufdGroup {
-    let ig = ctx.groups.get(group.id);
+    let ig = ctx.groups.get(group);
     if (ig) {
       ig.refs++;
       return ig;
     }
     ig = new IommufdGroup(ctx, group);
-    ctx.groups.set(group.id, ig);
+    ctx.groups.set(group, ig);
     return ig;
   }
 
   put(): void {
     if (--this.refs === 0) {
-      if (this.ctx.groups.get(this.group.id) === this) this.ctx.groups.delete(this.group.id);
+      if (this.ctx.groups.get(this.group) === this) this.ctx.groups.delete(this.group);
     }
   }
 }
