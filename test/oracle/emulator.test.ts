@@ -15,8 +15,6 @@ import { SCENARIO_DIR, TRANSCRIPT_DIR } from './scenario.js';
 
 /** Scenarios that need features of a later issue (devices, HWPTs, mock domains): name -> reason. */
 export const PENDING: Record<string, string> = {
-  'size-min': 'needs IOMMU_FAULT_QUEUE_ALLOC (issue 3)',
-  'size-tail': 'needs IOMMU_FAULT_QUEUE_ALLOC (issue 3)',
 };
 
 function emulatorTarget(): OracleTarget {
