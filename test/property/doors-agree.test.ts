@@ -56,6 +56,7 @@ function compareModel(model: Model, ctx: IommufdCtx, where: string): void {
     [...model.ioas.keys()].sort((a, b) => a - b),
     `${where}: IOAS ids differ from the model`,
   );
+  assert.deepEqual(ctx.objects.ids(), model.allIds(), `${where}: object ids differ from the model`);
   const sortR = <T extends { start: bigint }>(rs: readonly T[]): { start: bigint; last: bigint }[] =>
     [...rs].map((r) => ({ start: r.start, last: (r as unknown as { last: bigint }).last })).sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
   for (const io of ioases) {
@@ -70,6 +71,7 @@ function compareModel(model: Model, ctx: IommufdCtx, where: string): void {
     assert.deepEqual(sortR(io.iopt.allowedRanges()), sortR(m.allowed), `${at}: allowed ranges differ from the model`);
     assert.equal(io.iopt.disableLargePages, m.hugeDisabled, `${at}: large-page mode`);
     assert.equal(io.iopt.iovaAlignment, model.alignment(m), `${at}: alignment`);
+    assert.equal(io.iopt.domains.length, m.hwpt === undefined ? 0 : 1, `${at}: domains`);
   }
 }
 
@@ -95,7 +97,9 @@ function checkPrediction(p: Prediction, ot: Outcome, where: string): void {
   }
 }
 
-function runSequence(ops: Op[], sysResource: boolean, withModel: boolean): void {
+/** Returns the errno names of the steps (typed door). */
+function runSequence(ops: Op[], sysResource: boolean, withModel: boolean): string[] {
+  const errnos: string[] = [];
   // Both contexts pin the same pages and charge the same uid: no RLIMIT_MEMLOCK, so that the
   // door that runs second is not refused for the first one's charge.
   const env = makeEnv({ sysResource, rlimitMemlock: RLIM_INFINITY });
@@ -107,6 +111,7 @@ function runSequence(ops: Op[], sysResource: boolean, withModel: boolean): void 
     const ot = runTyped(env, typed, c);
     const ob = runBinary(env, bin, c);
     const where = `step ${i} ${show(op)}`;
+    errnos.push(errnoText(ot.errno));
     assert.equal(
       errnoText(ob.errno),
       errnoText(ot.errno),
@@ -126,6 +131,7 @@ function runSequence(ops: Op[], sysResource: boolean, withModel: boolean): void 
   bin.close();
   checkClosed(typed.ctx, env);
   checkClosed(bin.ctx, env);
+  return errnos;
 }
 
 describe('typed and binary doors agree on IOAS command sequences', () => {
@@ -133,21 +139,21 @@ describe('typed and binary doors agree on IOAS command sequences', () => {
 
   it('random sequences: same errno, output bytes and state; matches the reference model', () => {
     fc.assert(
-      fc.property(opsArb(30), fc.boolean(), (ops, sysResource) => runSequence(ops, sysResource, true)),
+      fc.property(opsArb(30), fc.boolean(), (ops, sysResource) => void runSequence(ops, sysResource, true)),
       fcParams(150),
     );
   });
 
   it('long sequences', () => {
     fc.assert(
-      fc.property(opsArb(120), fc.boolean(), (ops, sysResource) => runSequence(ops, sysResource, true)),
+      fc.property(opsArb(120), fc.boolean(), (ops, sysResource) => void runSequence(ops, sysResource, true)),
       fcParams(20),
     );
   });
 
-  it('sequences with mock domains (pinning, apertures, alignment 2048): doors agree, no model', () => {
+  it('sequences with mock domains (pinning, apertures, alignment 2048)', () => {
     fc.assert(
-      fc.property(opsArb(40, opWithDomainsArb), fc.boolean(), (ops, sysResource) => runSequence(ops, sysResource, false)),
+      fc.property(opsArb(40, opWithDomainsArb), fc.boolean(), (ops, sysResource) => void runSequence(ops, sysResource, true)),
       fcParams(100),
     );
   });
@@ -200,5 +206,51 @@ describe('typed and binary doors agree on IOAS command sequences', () => {
       ],
     ];
     for (const ops of cases) runSequence(ops, false, true);
+  });
+
+  it('a mock domain: aperture vs areas, alignment 2048, pinning, who holds whom', () => {
+    const raw = (v: number) => ({ k: 'raw' as const, v });
+    const map = (off: bigint, length: bigint, iova?: bigint): Op => ({
+      t: 'map',
+      flags: iova === undefined ? 6 : 7,
+      reserved: 0,
+      ioas: raw(1),
+      va: { k: 'buf', off },
+      length,
+      iova: iova ?? 0n,
+    });
+    const ranges: Op = { t: 'ranges', ioas: raw(1), reserved: 0, capacity: 4, ptr: 'array' };
+    const steps: [Op, string][] = [
+      [{ t: 'alloc', flags: 0 }, 'success'],
+      [map(0n, 0x1000n, 0x1000n), 'success'],
+      [{ t: 'mock', id: raw(1) }, 'EADDRINUSE'], // [0, 16M) would cover the area
+      [{ t: 'unmap', ioas: raw(1), range: { k: 'all' } }, 'success'],
+      [map(0x400n, 0x800n, 0x1000400n), 'success'],
+      [{ t: 'mock', id: raw(1) }, 'EADDRINUSE'], // the area is not 2048-aligned
+      [{ t: 'unmap', ioas: raw(1), range: { k: 'all' } }, 'success'],
+      [map(0x800n, 0x800n, 0x1000800n), 'success'],
+      [{ t: 'mock', id: raw(1) }, 'success'], // stdev 2, idev 3, hwpt 4
+      [{ t: 'mock', id: raw(1), devFlags: 2 }, 'success'], // stdev 5, idev 6, the same hwpt 4
+      [{ t: 'mock', id: raw(3) }, 'EINVAL'], // a device is not something to attach to
+      [ranges, 'success'],
+      [{ t: 'map', flags: 6, reserved: 0, ioas: raw(1), va: { k: 'raw', v: 1n << 31n }, length: 0x1000n, iova: 0n }, 'EFAULT'],
+      [map(0x3f800n, 0x1000n), 'EFAULT'], // runs past the end of the buffer
+      [map(0x800n, 0x1800n), 'success'],
+      [{ t: 'option', optionId: 1, op: 0, reserved: 0, objectId: raw(1), val64: 0n }, 'EINVAL'],
+      [{ t: 'destroy', id: raw(1) }, 'EBUSY'],
+      [{ t: 'destroy', id: raw(4) }, 'EBUSY'],
+      [{ t: 'destroy', id: raw(3) }, 'EBUSY'],
+      [{ t: 'destroy', id: raw(2) }, 'success'],
+      [ranges, 'success'],
+      [{ t: 'destroy', id: raw(5) }, 'success'], // the last device: the auto domain goes too
+      [{ t: 'destroy', id: raw(4) }, 'ENOENT'],
+      [ranges, 'success'],
+    ];
+    const got = runSequence(
+      steps.map(([op]) => op),
+      false,
+      true,
+    );
+    assert.deepEqual(got, steps.map(([, e]) => e));
   });
 });

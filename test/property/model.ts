@@ -5,7 +5,7 @@
  * errno, the written-back output fields and the resulting area / reserved / allowed sets.
  */
 import type { Cmd, Env, Range } from './lib.js';
-import { Errno, U64_MAX } from './lib.js';
+import { DATA_PAGES, Errno, U64_MAX } from './lib.js';
 
 const PAGE = 4096n;
 const HPAGE = 2n * 1024n * 1024n;
@@ -22,10 +22,19 @@ export interface MArea {
 
 export interface MIoas {
   areas: MArea[];
-  reserved: Range[];
+  /** owner: 0 for ADD_RESERVED, else the id of the HWPT whose aperture it is. */
+  reserved: (Range & { owner: number })[];
   allowed: Range[];
   hugeDisabled: boolean;
+  /** The auto-domain HWPT linked to this IOAS (a mock domain: pgsize 2048, aperture [16M, 2G-1]). */
+  hwpt?: number;
 }
+
+/** Objects other than IOASes: the selftest device handle, the device, the auto-domain HWPT. */
+type MObj = { type: 'stdev'; idev: number; hwpt: number } | { type: 'idev' } | { type: 'hwpt'; ioas: number; devices: number };
+
+const MOCK_APERTURE_START = 0x1000000n;
+const MOCK_APERTURE_LAST = 0x7fffffffn;
 
 export interface Prediction {
   errno: number;
@@ -87,7 +96,8 @@ function roundUpPow2(v: bigint): bigint {
 
 export class Model {
   readonly ioas = new Map<number, MIoas>();
-  /** Object ids in use (only IOASes exist in these tests). */
+  readonly others = new Map<number, MObj>();
+  /** Object ids in use. */
   private readonly ids = new Set<number>();
   rlimitModeMm = false;
 
@@ -97,7 +107,27 @@ export class Model {
   ) {}
 
   alignment(io: MIoas): bigint {
-    return io.hugeDisabled ? PAGE : 1n;
+    const base = io.hugeDisabled ? PAGE : 1n;
+    return io.hwpt !== undefined && base < 2048n ? 2048n : base;
+  }
+
+  /** Every object id in use, ascending. */
+  allIds(): number[] {
+    return [...this.ids].sort((a, b) => a - b);
+  }
+
+  private newId(): number {
+    let id = 1;
+    while (this.ids.has(id)) id++;
+    this.ids.add(id);
+    return id;
+  }
+
+  /** Can the pages behind user VA [va, va + length) be pinned (inside the data buffer)? */
+  private pinnable(va: bigint, length: bigint): boolean {
+    const first = va - (va % PAGE);
+    const end = va + length;
+    return first >= this.env.data && end <= this.env.data + BigInt(DATA_PAGES) * PAGE;
   }
 
   private get(id: number): MIoas {
@@ -145,7 +175,7 @@ export class Model {
           out['val64'] = this.option(f);
           break;
         case 0xa0:
-          this.test(f);
+          this.test(f, out);
           break;
         default:
           throw new Error(`model: nr ${c.nr}`);
@@ -162,17 +192,89 @@ export class Model {
 
   private alloc(flags: number): number {
     if (flags) refuse(Errno.EOPNOTSUPP);
-    let id = 1;
-    while (this.ids.has(id)) id++;
-    this.ids.add(id);
+    const id = this.newId();
     this.ioas.set(id, { areas: [], reserved: [], allowed: [], hugeDisabled: false });
     return id;
   }
 
   private destroy(id: number): void {
     if (!this.ids.has(id)) refuse(Errno.ENOENT);
+    const io = this.ioas.get(id);
+    const o = this.others.get(id);
+    // The HWPT holds its IOAS, the attached device its HWPT, the selftest handle its device.
+    if (io && io.hwpt !== undefined) refuse(Errno.EBUSY);
+    if (o?.type === 'idev' || (o?.type === 'hwpt' && o.devices > 0)) refuse(Errno.EBUSY);
+    if (o?.type === 'stdev') {
+      const h = this.others.get(o.hwpt) as Extract<MObj, { type: 'hwpt' }>;
+      if (--h.devices === 0) {
+        // An auto domain goes with its last device: aperture reservations go, alignment drops.
+        const hio = this.ioas.get(h.ioas)!;
+        hio.reserved = hio.reserved.filter((r) => r.owner !== o.hwpt);
+        hio.hwpt = undefined;
+        this.others.delete(o.hwpt);
+        this.ids.delete(o.hwpt);
+      }
+      this.others.delete(o.idev);
+      this.ids.delete(o.idev);
+    }
     this.ids.delete(id);
     this.ioas.delete(id);
+    this.others.delete(id);
+  }
+
+  /** IOMMU_TEST_OP_MOCK_DOMAIN(_FLAGS): a mock device bound and attached to `id`. */
+  private mockDomain(f: Flds, out: Record<string, bigint | number>): void {
+    const stdev = this.newId();
+    try {
+      if (f['op'] === 12 && f['devFlags'] & ~3) refuse(Errno.EINVAL);
+      const idev = this.newId();
+      try {
+        const target: number = f['id'];
+        // The selftest handle is unpublished until the end (ENOENT); the device was published by
+        // iommufd_device_bind, so naming it is a wrong type (EINVAL).
+        if (!this.ids.has(target) || target === stdev) refuse(Errno.ENOENT);
+        const io = this.ioas.get(target);
+        const o = this.others.get(target);
+        let hwpt: number;
+        if (o?.type === 'hwpt') hwpt = target;
+        else if (!io) return refuse(Errno.EINVAL);
+        else if (io.hwpt !== undefined) hwpt = io.hwpt;
+        else {
+          // A new auto domain (iommufd_hwpt_paging_alloc + iopt_table_add_domain).
+          hwpt = this.newId();
+          try {
+            const align = this.alignment({ ...io, hwpt });
+            if (align !== this.alignment(io))
+              for (const a of io.areas)
+                if (a.iova % align || (a.last - a.iova + 1n) % align || (a.va % PAGE) % align) refuse(Errno.EADDRINUSE);
+            const res = [
+              { start: 0n, last: MOCK_APERTURE_START - 1n, owner: hwpt },
+              { start: MOCK_APERTURE_LAST + 1n, last: U64_MAX, owner: hwpt },
+            ];
+            for (const r of res) if (hits(spans(io.areas), r.start, r.last) || hits(io.allowed, r.start, r.last)) refuse(Errno.EADDRINUSE);
+            for (const a of io.areas) if (!this.pinnable(a.va, a.last - a.iova + 1n)) refuse(Errno.EFAULT);
+            io.reserved.push(...res);
+            io.hwpt = hwpt;
+            this.others.set(hwpt, { type: 'hwpt', ioas: target, devices: 0 });
+          } catch (e) {
+            this.ids.delete(hwpt);
+            throw e;
+          }
+        }
+        (this.others.get(hwpt) as Extract<MObj, { type: 'hwpt' }>).devices++;
+        this.others.set(idev, { type: 'idev' });
+        this.others.set(stdev, { type: 'stdev', idev, hwpt });
+        out['outStdevId'] = stdev;
+        out['outHwptId'] = hwpt;
+        out['outIdevId'] = idev;
+      } catch (e) {
+        this.ids.delete(idev);
+        throw e;
+      }
+    } catch (e) {
+      this.ids.delete(stdev);
+      throw e;
+    }
   }
 
   // ---------------------------------------------------------------- ranges
@@ -219,7 +321,8 @@ export class Model {
     io.allowed = list.sort((a, b) => (a.start < b.start ? -1 : 1));
   }
 
-  private test(f: Flds): void {
+  private test(f: Flds, out: Record<string, bigint | number>): void {
+    if (f['op'] === 2 || f['op'] === 12) return this.mockDomain(f, out);
     if (f['op'] !== 1) refuse(Errno.EOPNOTSUPP);
     const start: bigint = f['start'];
     const length: bigint = f['length'];
@@ -229,7 +332,7 @@ export class Model {
     const io = this.get(f['id']);
     if (hits(spans(io.areas), start, last)) refuse(Errno.EADDRINUSE);
     if (hits(io.allowed, start, last)) refuse(Errno.EADDRINUSE);
-    io.reserved.push({ start, last });
+    io.reserved.push({ start, last, owner: 0 });
   }
 
   // ---------------------------------------------------------------- map, copy, unmap
@@ -287,6 +390,8 @@ export class Model {
       fresh.push({ iova: cur, last: cur + s.length - 1n, va: s.va, writable: s.writable });
       cur += s.length;
     }
+    // With a domain the pages are pinned now (§3.7): anything outside the buffer faults.
+    if (io.hwpt !== undefined) for (const s of slices) if (!this.pinnable(s.va, s.length)) refuse(Errno.EFAULT);
     io.areas = [...io.areas, ...fresh].sort((a, b) => (a.iova < b.iova ? -1 : 1));
     return dst;
   }
@@ -388,6 +493,7 @@ export class Model {
     if (op !== 0) refuse(Errno.EOPNOTSUPP);
     if (val === 0n) {
       if (!io.hugeDisabled) {
+        if (io.hwpt !== undefined && io.areas.length) refuse(Errno.EINVAL);
         for (const a of io.areas)
           if (a.iova % PAGE || (a.last - a.iova + 1n) % PAGE || a.va % PAGE) refuse(Errno.EADDRINUSE);
         io.hugeDisabled = true;
