@@ -81,14 +81,13 @@ export class SmmuV3Domain implements IommuDomain {
 export class ArmSmmuV3Driver implements IommuDriver {
   readonly name = 'arm-smmu-v3';
   private readonly blocked = new StaticDomain();
-  private nextGroup = 0;
   private nextDomain = 1;
 
   constructor(readonly ias = 48) {}
 
   addDevice(name: string, group?: IommuGroup): SmmuV3Master {
     const dev = new SmmuV3Master(name, this);
-    (group ?? new IommuGroup(1000 + this.nextGroup++)).addDevice(dev);
+    (group ?? new IommuGroup()).addDevice(dev);
     return dev;
   }
 

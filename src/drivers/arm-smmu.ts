@@ -429,7 +429,7 @@ export class ArmSmmu {
       if (other instanceof ArmSmmuMaster && other.smmu !== this)
         fail('EINVAL', `${group.describe()} is behind ${other.smmu.name}; ${dev.describe()} is behind ${this.name}`);
     } else {
-      group = new IommuGroup(this.driver.allocGroupId());
+      group = new IommuGroup();
     }
     this.masters.push(dev);
     group.addDevice(dev);
@@ -508,10 +508,6 @@ class ArmSmmuStaticDomain implements IommuDomain {
   }
 }
 
-/** First group number arm-smmu hands out (see ArmSmmuDriver.allocGroupId). */
-export const ARM_SMMU_GROUP_ID_BASE = 0x1_0000;
-let nextGroupId = ARM_SMMU_GROUP_ID_BASE;
-
 /** arm_smmu_ops: the driver's global state, shared by every SMMU it probes. */
 export class ArmSmmuDriver implements IommuDriver {
   readonly name = 'arm-smmu';
@@ -536,16 +532,6 @@ export class ArmSmmuDriver implements IommuDriver {
     this.pgsizeBitmap = this.smmus.length === 0 ? smmu.pgsizeBitmap : this.pgsizeBitmap | smmu.pgsizeBitmap;
     this.smmus.push(smmu);
     return smmu;
-  }
-
-  /**
-   * A group number. iommufd keys its per-context groups by number, which the kernel's global
-   * iommu_group ida keeps unique; until the core has one allocator, arm-smmu numbers its groups
-   * from ARM_SMMU_GROUP_ID_BASE, shared by every driver instance, so they never collide with
-   * the mock's (numbered from 0) or with another instance's in one context.
-   */
-  allocGroupId(): number {
-    return nextGroupId++;
   }
 
   capable(dev: IommuDevice, cap: IommuCap): boolean {

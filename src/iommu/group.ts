@@ -8,6 +8,16 @@ export interface AttachHandle {
   domain?: IommuDomain;
 }
 
+/** Group numbers in use: one allocator for every driver, lowest free first (the kernel's iommu_group_ida). */
+const groupIds = new Set<number>();
+
+function allocGroupId(): number {
+  let id = 0;
+  while (groupIds.has(id)) id++;
+  groupIds.add(id);
+  return id;
+}
+
 /**
  * An IOMMU group (struct iommu_group): the unit the core attaches. Every device of the group
  * uses the same domain; DMA ownership is claimed for the whole group.
@@ -23,9 +33,12 @@ export class IommuGroup {
   /** The RID attachment made by iommufd (pasid_array[IOMMU_NO_PASID]). */
   handle: AttachHandle | null = null;
   readonly mutex: Lock;
+  /** A system-wide unique number (iommufd keys its per-context groups by it). */
+  readonly id: number;
 
-  constructor(readonly id: number) {
-    this.mutex = new Lock('group->mutex', `group ${id}`);
+  constructor() {
+    this.id = allocGroupId();
+    this.mutex = new Lock('group->mutex', `group ${this.id}`);
   }
 
   addDevice(dev: IommuDevice): void {
@@ -50,6 +63,7 @@ export class IommuGroup {
       this.domain = null;
       this.defaultDomain = null;
       this.blockingDomain = null;
+      groupIds.delete(this.id);
     }
     return true;
   }

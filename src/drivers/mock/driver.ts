@@ -46,7 +46,6 @@ export class MockIommuDriver implements IommuDriver, MockDomainHost {
   /** Fault injection for map_pages (iommufd_should_fail); null = never fail. */
   failMap: (() => boolean) | null = null;
   private readonly deviceIds = new Ida();
-  private readonly groupIds = new Ida();
   private nextDomainSerial = 1;
 
   constructor(readonly name = 'mock') {
@@ -68,7 +67,7 @@ export class MockIommuDriver implements IommuDriver, MockDomainHost {
     const known = MOCK_FLAGS_DEVICE_NO_DIRTY | MOCK_FLAGS_DEVICE_HUGE_IOVA;
     if (flags & ~known) fail('EINVAL', `mock device flags ${hex(flags >>> 0)} include unknown bits ${hex((flags & ~known) >>> 0)}`);
     const dev = new MockDevice(this, this.deviceIds.alloc(), flags);
-    new IommuGroup(this.groupIds.alloc()).addDevice(dev);
+    new IommuGroup().addDevice(dev);
     return dev;
   }
 
@@ -80,7 +79,6 @@ export class MockIommuDriver implements IommuDriver, MockDomainHost {
       this.warn(`${dev.describe()} deleted while ${group.describe()} is still owned or attached`);
     if (dev.iopfParam) this.warn(`${dev.describe()} deleted with I/O page faults still enabled`);
     group.removeDevice(dev);
-    if (!group.devices.length) this.groupIds.free(group.id);
     this.deviceIds.free(dev.id);
     dev.alive = false;
   }
