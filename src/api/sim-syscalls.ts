@@ -47,6 +47,13 @@ export class SimSyscalls implements FdTable {
     return f instanceof DevIommu ? undefined : f;
   }
 
+  /** Take back an fd an ioctl installed before its creation failed (the file is released by the caller). */
+  remove(fd: number): EmulatedFile | undefined {
+    const f = this.get(fd);
+    if (f) this.files.delete(fd);
+    return f;
+  }
+
   close(fd: number): number {
     const f = this.files.get(fd);
     if (!f) return -Errno.EBADF;

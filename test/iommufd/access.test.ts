@@ -7,6 +7,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DevIommu } from '../../src/api/dev-iommu.js';
 import { Iommufd } from '../../src/api/iommufd.js';
+import { SimSyscalls } from '../../src/api/sim-syscalls.js';
 import { accessCreate, accessDestroy, IOMMUFD_ACCESS_RW_WRITE, accessIntervals } from '../../src/iommufd/access.js';
 import { SimpleFdTable } from '../../src/iommufd/file.js';
 import { getIoas } from '../../src/iommufd/ioas.js';
@@ -231,6 +232,36 @@ describe('CREATE_ACCESS and the access handle', () => {
       assert.equal(b.replace(bad, ioas), Errno.EBADFD);
     }
     b.fds.close(fault);
+  });
+});
+
+describe('creation failing at the write-back (through the syscall layer)', () => {
+  test('CREATE_ACCESS and FAULT_QUEUE_ALLOC leave no fd, no object and no context reference behind', () => {
+    const m = new SimMachine();
+    const p = m.spawn();
+    const sys = new SimSyscalls(p);
+    const f = sys.open();
+    const at = p.mapAnonymous(PAGE);
+    const ioasCmd = new Uint8Array(IommuIoasAlloc.size);
+    IommuIoasAlloc.encode(IommuIoasAlloc.make({ size: IommuIoasAlloc.size }), ioasCmd, 0);
+    p.writeMem(at, ioasCmd);
+    assert.equal(sys.ioctl(f, IOMMU_IOAS_ALLOC, at).ret, 0);
+    const ro = p.mapAnonymous(PAGE);
+    const create = new Uint8Array(IommuTestCmdCreateAccess.size);
+    IommuTestCmdCreateAccess.encode(IommuTestCmdCreateAccess.make({ size: 72, op: IOMMU_TEST_OP_CREATE_ACCESS, id: 1, flags: NEEDS_PIN }), create, 0);
+    p.writeMem(ro, create);
+    const fault = new Uint8Array(IommuFaultAlloc.size);
+    IommuFaultAlloc.encode(IommuFaultAlloc.make({ size: IommuFaultAlloc.size }), fault, 0);
+    p.writeMem(ro + 128n, fault);
+    p.mprotect(ro, PAGE, 1);
+    assert.equal(sys.ioctl(f, IOMMU_TEST_CMD, ro).errno, Errno.EFAULT);
+    assert.equal(sys.ioctl(f, IOMMU_FAULT_QUEUE_ALLOC, ro + 128n).errno, Errno.EFAULT);
+    assert.equal(sys.get(4), undefined, 'the fd numbers were given back');
+    const ctx = sys.file(f)!.ctx;
+    assert.equal(ctx.objects.count, 1);
+    assert.equal(ctx.fileRefs, 1);
+    sys.close(f);
+    assert.equal(ctx.released, true);
   });
 });
 
