@@ -3,6 +3,10 @@ import { IommuError } from '../lib/error.js';
 import type { SimProcess } from '../mm/process.js';
 import type { EmulatedFile, FdTable } from '../iommufd/file.js';
 import { DevIommu, type IoctlResult } from './dev-iommu.js';
+import { POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM } from '../iommufd/file.js';
+
+/** What poll reports for a file with no poll operation (/dev/iommu itself). */
+const DEFAULT_POLLMASK = POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM;
 
 /** What a file-descriptor system call returns in C: ret, and errno when ret is -1. */
 export interface SyscallResult {
@@ -83,9 +87,12 @@ export class SimSyscalls implements FdTable {
     return this.fileOp(fd, 'write', (f) => f.write?.(this.proc.mm, addr, count));
   }
 
-  /** poll(2) on one fd: the ready mask. */
+  /** The file's poll mask (f_op->poll); a file without a poll op is always ready (DEFAULT_POLLMASK). */
   poll(fd: number): SyscallResult {
-    return this.fileOp(fd, 'poll', (f) => f.poll?.() ?? 0);
+    const f = this.files.get(fd);
+    if (!f) return { ret: -1, errno: Errno.EBADF, explanation: `fd ${fd} is not open` };
+    if (f instanceof DevIommu || !f.poll) return { ret: DEFAULT_POLLMASK, errno: 0 };
+    return this.fileOp(fd, 'poll', (g) => g.poll!());
   }
 
   private fileOp(fd: number, what: string, op: (f: EmulatedFile) => number | undefined): SyscallResult {

@@ -30,7 +30,7 @@ import { PAGE, checkInvariants, expectIoctl, getStruct, putStruct } from './help
 checkInvariants();
 
 /** Handlers the emulator does not have yet: the kernel's answer past the size rules is pinned as todo. */
-const UNIMPLEMENTED = new Set<IommufdIoctlName>(['IOMMU_FAULT_QUEUE_ALLOC']);
+const UNIMPLEMENTED = new Set<IommufdIoctlName>([]);
 
 /** Baseline fields and the errno they give once the size rules pass (size-min.txt "size=sizeof"). */
 const BASELINE: Record<IommufdIoctlName, { fields: Record<string, number | bigint>; errno: ErrnoName }> = {

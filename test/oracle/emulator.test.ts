@@ -15,7 +15,6 @@ import { SCENARIO_DIR, TRANSCRIPT_DIR } from './scenario.js';
 
 /** Scenarios that need features of a later issue (devices, HWPTs, mock domains): name -> reason. */
 export const PENDING: Record<string, string> = {
-  'fd-ops': 'line 6: poll(2) on the /dev/iommu fd gives DEFAULT_POLLMASK (revents=0x145) in the kernel, EINVAL in SimSyscalls.poll',
 };
 
 function emulatorTarget(): OracleTarget {
