@@ -1,32 +1,17 @@
 import { Iommufd } from '../api/iommufd.js';
-import { IommuError } from '../lib/error.js';
 import { hex } from '../lib/error.js';
 import { getIoas } from '../iommufd/ioas.js';
 import { SimMachine } from '../mm/machine.js';
+import { narrator, type DemoOptions } from './narrate.js';
 
-export interface DemoOptions {
-  color: boolean;
-  out: (line: string) => void;
-}
+export type { DemoOptions };
 
 /**
  * The narrated tour of the IOAS core on the simulated machine. Every number printed is computed
  * by the emulator; the narration says what the kernel's rule is.
  */
 export function runDemo(opts: DemoOptions): void {
-  const c = (code: string, s: string) => (opts.color ? `\x1b[${code}m${s}\x1b[0m` : s);
-  const say = (s: string) => opts.out(s);
-  const step = (s: string) => say('\n' + c('1', '== ' + s));
-  const ok = (s: string) => say('   ' + c('32', 'ok ') + s);
-  const refused = (what: string, fn: () => unknown) => {
-    try {
-      fn();
-      say('   ' + c('31', 'UNEXPECTED SUCCESS ') + what);
-    } catch (e) {
-      if (!(e instanceof IommuError)) throw e;
-      say(`   ${c('33', e.errnoName.padEnd(10))} ${what}\n              ${c('2', e.explanation)}`);
-    }
-  };
+  const { c, say, step, ok, refused, note } = narrator(opts);
 
   const machine = new SimMachine();
   const proc = machine.spawn({ name: 'vmm' });

@@ -1,12 +1,12 @@
 import { Iommufd } from '../api/iommufd.js';
 import { createArmSmmu } from '../drivers/arm-smmu.js';
 import { ArmSmmuV3Driver } from '../drivers/arm-smmu-v3.js';
-import { hex, IommuError } from '../lib/error.js';
+import { hex } from '../lib/error.js';
 import { U64_MAX } from '../lib/u64.js';
 import type { HwptPaging } from '../iommufd/hw-pagetable.js';
 import { getIoas } from '../iommufd/ioas.js';
 import { SimMachine } from '../mm/machine.js';
-import type { DemoOptions } from './demo.js';
+import { narrator, type DemoOptions } from './narrate.js';
 
 /**
  * The seed thread, as a runnable story: HWPT_ALLOC, attach, map, replace onto another IOAS with
@@ -14,20 +14,7 @@ import type { DemoOptions } from './demo.js';
  * attach — allocated on a non-empty IOAS it fails, on an empty one it leaves the IOAS unusable.
  */
 export function runSeedDemo(opts: DemoOptions): void {
-  const c = (code: string, s: string) => (opts.color ? `\x1b[${code}m${s}\x1b[0m` : s);
-  const say = (s: string) => opts.out(s);
-  const step = (s: string) => say('\n' + c('1', '== ' + s));
-  const note = (s: string) => say('   ' + c('2', s));
-  const ok = (s: string) => say('   ' + c('32', 'ok ') + s);
-  const refused = (what: string, fn: () => unknown) => {
-    try {
-      fn();
-      say('   ' + c('31', 'UNEXPECTED SUCCESS ') + what);
-    } catch (e) {
-      if (!(e instanceof IommuError)) throw e;
-      say(`   ${c('33', e.errnoName.padEnd(10))} ${what}\n              ${c('2', e.explanation)}`);
-    }
-  };
+  const { c, say, step, ok, refused, note } = narrator(opts);
 
   const machine = new SimMachine();
   const vmm = machine.spawn({ name: 'vmm', capabilities: ['CAP_IPC_LOCK'] });

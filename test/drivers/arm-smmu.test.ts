@@ -16,6 +16,7 @@ import { IommuDevice } from '../../src/iommu/device.js';
 import { IommuError } from '../../src/lib/error.js';
 import { U64_MAX } from '../../src/lib/u64.js';
 import { PAGE, checkInvariants, ioasOf, world } from '../iommufd/helpers.js';
+import { throwsErrno } from '../assert-errno.js';
 
 checkInvariants();
 
@@ -23,15 +24,6 @@ const K4 = 0x1000n;
 const M2 = 0x20_0000n;
 const G1 = 0x4000_0000n;
 const RW = IOMMU_READ | IOMMU_WRITE | IOMMU_CACHE;
-
-function throwsErrno(fn: () => unknown, errno: string, re?: RegExp): void {
-  assert.throws(fn, (e: unknown) => {
-    assert.ok(e instanceof IommuError, `not an IommuError: ${String(e)}`);
-    assert.equal(e.errnoName, errno, e.message);
-    if (re) assert.match(e.explanation, re);
-    return true;
-  });
-}
 
 function finalisedDomain(opts: Parameters<typeof createArmSmmu>[0] = {}): ArmSmmuDomain {
   const smmu = createArmSmmu(opts);

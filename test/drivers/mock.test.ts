@@ -48,6 +48,7 @@ import {
   MOCK_FLAGS_DEVICE_HUGE_IOVA,
   MOCK_FLAGS_DEVICE_NO_DIRTY,
 } from '../../src/uapi/iommufd-test.js';
+import { throwsErrno } from '../assert-errno.js';
 
 const NEST_PARENT = 1;
 const DIRTY = 2;
@@ -55,18 +56,6 @@ const PROT = IOMMU_READ | IOMMU_WRITE | IOMMU_CACHE;
 const APERTURE = BigInt(MOCK_APERTURE_START);
 const MiB = 1n << 20n;
 
-function throwsErrno(fn: () => unknown, errno: ErrnoName, re?: RegExp): IommuError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  assert.ok(caught instanceof IommuError, `expected IommuError ${errno}, got ${String(caught)}`);
-  assert.equal(caught.errnoName, errno, `expected ${errno}, got ${caught.message}`);
-  if (re) assert.match(caught.explanation, re, `explanation: ${caught.explanation}`);
-  return caught;
-}
 
 /** User memory: one readable window at BASE; anything else faults. */
 const BASE = 0x10000n;

@@ -13,20 +13,11 @@ import { iommufdTest } from '../../src/iommufd/test-cmd.js';
 import { SimMachine } from '../../src/mm/machine.js';
 import type { SimProcess } from '../../src/mm/process.js';
 import { checkInvariants } from './helpers.js';
+import { errnoOf } from '../assert-errno.js';
 
 checkInvariants();
 
 const KiB = 1024n;
-
-function errnoOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof IommuError) return e.errnoName;
-    throw e;
-  }
-  return 'OK';
-}
 
 function checkRefs(fd: Iommufd, uptr: bigint, length: bigint, refs: number): string {
   return errnoOf(() =>

@@ -18,6 +18,7 @@ import { PROT_READ } from '../../src/mm/mman.js';
 import type { SimProcess } from '../../src/mm/process.js';
 import type { Capability } from '../../src/mm/types.js';
 import type { DecodedFields, Fields, StructDef } from '../../src/uapi/struct.js';
+export { throwsErrno } from '../assert-errno.js';
 
 export const PAGE = 4096n;
 export const U64_MAX = (1n << 64n) - 1n;
@@ -71,19 +72,6 @@ export function binWorld(opts: { caps?: Capability[]; testKernel?: boolean } = {
   return { m, p, dev, scratch };
 }
 
-/** Assert that fn throws an IommuError with this errno and an explanation matching `re`. */
-export function throwsErrno(fn: () => unknown, errno: ErrnoName, re?: RegExp): IommuError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  assert.ok(caught instanceof IommuError, `expected IommuError ${errno}, got ${String(caught)}`);
-  assert.equal(caught.errnoName, errno, `expected ${errno}, got ${caught.message}`);
-  if (re) assert.match(caught.explanation, re, `explanation: ${caught.explanation}`);
-  return caught;
-}
 
 /** Assert a binary-door result: success, or this errno with an explanation matching `re`. */
 export function expectIoctl(r: IoctlResult, errno: ErrnoName | 'OK', re?: RegExp): void {
