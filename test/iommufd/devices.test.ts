@@ -546,3 +546,36 @@ describe('igroups are per iommu_group, whatever the driver numbers its groups (Â
     assert.equal(b.group.ownerCount, 1);
   });
 });
+
+describe('a failed replace within one IOAS (device.c iommufd_device_do_replace err_unresv)', () => {
+  test('drops every attached device\'s reservations from that IOAS, as 6.12 does, while the group stays attached', () => {
+    const w = world();
+    const { fd } = w;
+    const s0 = createArmSmmu();
+    const s1 = s0.driver.probe();
+    const a = s0.addDevice('a');
+    const c = s1.addDevice('c');
+    const ioas = fd.ioasAlloc();
+    const [da, dc] = bindAll(fd, [a, c]);
+    const hc = fd.attach(dc!, ioas);
+    const ha = fd.attach(da!, ioas);
+    assert.deepEqual(resvOf(fd, ioas, a), MSI_RESV);
+    // Explicit target: c's HWPT is finalised for smmu1, so the core attach of a's group fails.
+    throwsErrno(() => fd.replace(da!, hc), 'EINVAL', /finalised for smmu1/);
+    assert.equal(igroupOf(fd, da!).hwpt!.id, ha);
+    assert.deepEqual(resvOf(fd, ioas, a), [], 'the kernel removes the target IOAS reservations of the whole group');
+    // With c detached, the MSI window could now be mapped while a's group translates through ioas.
+    fd.detach(dc!);
+    mapAt(w, ioas, MSI_FIRST, 1);
+    fd.ioasUnmapAll(ioas);
+    fd.attach(dc!, ioas);
+    // The auto path goes through the same code: hc is tried first (EINVAL, reservations dropped
+    // again), then the group's own HWPT is found and the replace is a successful no-op.
+    fd.detach(da!);
+    const now = fd.attach(da!, ioas);
+    assert.notEqual(now, hwptOf(fd, igroupOf(fd, dc!).hwpt!.id).id);
+    assert.deepEqual(resvOf(fd, ioas, a), MSI_RESV);
+    assert.equal(fd.replace(da!, ioas), now);
+    assert.deepEqual(resvOf(fd, ioas, a), []);
+  });
+});
