@@ -14,7 +14,8 @@
  *   --tap                      stream the raw TAP output
  *   --timeout SECONDS          per variant (default 420); the run is killed after it
  *   --no-reserve-hugepages     do not touch vm.nr_hugepages, even as root
- *   --allow-missing-hugepages  exit 0 even if the hugetlb tests could not be checked (still reported)
+ *   --allow-incomplete         exit 0 even if tests that depend on the environment (huge pages,
+ *                              root) could not be checked; they are still reported
  *   --oracle                   also run the oracle VM now (../shared/oracle, ~30 s) for a
  *                              same-machine, same-moment wall-time comparison
  *   -- ARGS                    passed to the selftest (e.g. -r iommufd_ioas.no_domain.area);
@@ -61,7 +62,7 @@ interface Options {
   tap: boolean;
   timeoutS: number;
   reserveHugepages: boolean;
-  allowMissingHugepages: boolean;
+  allowIncomplete: boolean;
   oracle: boolean;
   selftestArgs: string[];
 }
@@ -78,7 +79,7 @@ function parseArgs(argv: string[]): Options {
     tap: false,
     timeoutS: 420,
     reserveHugepages: true,
-    allowMissingHugepages: false,
+    allowIncomplete: false,
     oracle: false,
     selftestArgs: [],
   };
@@ -97,7 +98,7 @@ function parseArgs(argv: string[]): Options {
       o.timeoutS = Number(argv[++i]);
       if (!(o.timeoutS > 0)) usage('--timeout takes a number of seconds');
     } else if (a === '--no-reserve-hugepages') o.reserveHugepages = false;
-    else if (a === '--allow-missing-hugepages') o.allowMissingHugepages = true;
+    else if (a === '--allow-incomplete') o.allowIncomplete = true;
     else if (a === '--oracle') o.oracle = true;
     else if (a === '-h' || a === '--help') {
       const src = readFileSync(fileURLToPath(import.meta.url), 'utf8');
@@ -309,6 +310,10 @@ async function main(): Promise<number> {
     for (const e of expected.values())
       for (const t of e.verdicts.keys()) if (needsHugetlb(t)) unavailable.set(t, 'needs hugetlb pages, which this host could not provide');
   }
+  // The kernel's verdicts were recorded as root (the oracle VM's init): global_options sets a
+  // global option, which needs CAP_SYS_RESOURCE.
+  const isRoot = process.geteuid?.() === 0;
+  if (!isRoot) unavailable.set('iommufd.global_options', 'needs root (CAP_SYS_RESOURCE); the kernel ran it as root');
   const runs: VariantRun[] = o.variants.map((v) => ({
     variant: v,
     expected: expected.get(v)!.verdicts,
@@ -387,10 +392,11 @@ async function main(): Promise<number> {
   } else if (env) {
     say(
       `== result: INCOMPLETE: every verdict that could be checked matches the kernel or is a known difference (${knownCount}),` +
-        ` but ${env} test(s) needing huge pages could not be checked on this host (${hp?.note ?? ''}).` +
-        (o.allowMissingHugepages ? ' Accepted (--allow-missing-hugepages).' : ' Run as root or reserve huge pages; or pass --allow-missing-hugepages.'),
+        ` but ${env} test(s) could not be checked on this host (listed under "environment"${hugeOk ? '' : `; huge pages: ${hp?.note ?? ''}`}` +
+        `${isRoot ? '' : '; not running as root'}).` +
+        (o.allowIncomplete ? ' Accepted (--allow-incomplete).' : ' Run as root (huge pages are then reserved for the run); or pass --allow-incomplete.'),
     );
-    rc = o.allowMissingHugepages ? 0 : 1;
+    rc = o.allowIncomplete ? 0 : 1;
   } else {
     say(
       `== result: PASS: every verdict matches the kernel's${knownCount ? `, apart from ${knownCount} listed in known-differences.txt (${known.length} entries)` : ''}` +
