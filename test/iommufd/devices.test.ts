@@ -579,3 +579,20 @@ describe('a failed replace within one IOAS (device.c iommufd_device_do_replace e
     assert.deepEqual(resvOf(fd, ioas, a), []);
   });
 });
+
+describe('replace onto another driver\'s domain (iommu.c iommu_replace_group_handle has no owner check)', () => {
+  test('the foreign driver\'s attach_dev answers; its non-EINVAL error stops the auto path', () => {
+    const { fd } = world();
+    const ioas = fd.ioasAlloc();
+    const other = fd.ioasAlloc();
+    const { devs } = smmuGroup(1);
+    fd.attach(fd.bindDevice(devs[0]!), ioas);
+    const v = fd.bindDevice(new ArmSmmuV3Driver().addDevice('v'));
+    // Attach checks the owner in the core (EINVAL, try the next): v gets its own auto HWPT.
+    const hv = fd.attach(v, other);
+    assert.equal(fd.attach(fd.bindDevice(new ArmSmmuV3Driver().addDevice('w')), ioas) > 0, true);
+    // Replace does not: arm-smmu's attach_dev sees a device without its master config (ENODEV).
+    throwsErrno(() => fd.replace(v, ioas), 'ENODEV', /no arm-smmu master configuration/);
+    assert.equal(igroupOf(fd, v).hwpt!.id, hv);
+  });
+});
