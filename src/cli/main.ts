@@ -1,9 +1,12 @@
 import { Command } from 'commander';
 import { runDemo } from './demo.js';
 import { runSeedDemo } from './seed.js';
+import { runProgram } from '../host/run.js';
+import { serve } from '../host/serve.js';
 
 const program = new Command();
 program
+  .enablePositionalOptions()
   .name('iommufd-ts')
   .description("Linux 6.12's iommufd (/dev/iommu) emulated in user space")
   .version('0.1.0');
@@ -18,6 +21,26 @@ program
     if (story === 'seed') runSeedDemo(o);
     else if (story === 'ioas') runDemo(o);
     else program.error(`unknown demo "${story}": choose ioas or seed`);
+  });
+
+program
+  .command('run')
+  .description('run an unmodified, dynamically linked program with /dev/iommu served by the emulator')
+  .option('--trace <file>', 'write one strace-like line per ioctl to FILE')
+  .argument('<program>', 'the program to run')
+  .argument('[args...]', 'its arguments (put -- before them if they start with -)')
+  .passThroughOptions()
+  .action(async (prog: string, args: string[], opts: { trace?: string }) => {
+    process.exitCode = await runProgram(prog, args, { traceFile: opts.trace });
+  });
+
+program
+  .command('serve')
+  .description('run the emulator as a standalone daemon for programs started with the shim preloaded')
+  .requiredOption('--socket <path>', 'the unix socket to listen on (put it in a directory only you can reach)')
+  .option('--trace <file>', 'write one strace-like line per ioctl to FILE ("-" for stdout)')
+  .action(async (opts: { socket: string; trace?: string }) => {
+    await serve(opts.socket, { traceFile: opts.trace });
   });
 
 await program.parseAsync(process.argv);

@@ -1,0 +1,991 @@
+/*
+ * libiommufd-shim.so — LD_PRELOAD library that serves /dev/iommu (and /dev/vfio/vfio) from the
+ * iommufd-ts daemon.
+ *
+ * Every emulated file is a real fd: a connected AF_UNIX stream socket to the daemon, one
+ * connection per file. The kernel's socket refcounting then gives dup, fork, close-on-exec and
+ * release-at-exit the semantics of the kernel's struct file: the daemon releases the file when the
+ * last copy is closed (EOF). Emulated fds are recognised through the kernel (getpeername() equals
+ * the daemon's socket path), never through a table of our own that fork or dup would desync.
+ *
+ * Wire format (little-endian), both directions: u32 payload length, u32 type, payload.
+ *   client -> daemon: HELLO (first frame of every connection), IOCTL, READ, WRITE, POLL
+ *   daemon -> client: ACK (answers HELLO), RESULT (answers the others), WAKE (asynchronous: the
+ *                     file became readable; skipped by the reader)
+ * Requests carry the caller's pid and a per-process random secret together with its address:
+ * the daemon reads that address through /proc/<pid>/mem to verify who is asking.
+ *
+ * The first bytes of an ioctl's struct (its `size`/`argsz`, then up to INLINE_MAX bytes) travel
+ * inline with the request, read here with process_vm_readv on ourselves (EFAULT-safe) and probed
+ * for writability; the daemon answers with the bytes it wrote back, which we apply. Other
+ * pointers are followed by the daemon itself through /proc/<pid>/mem.
+ *
+ * Everything else goes to libc (dlsym(RTLD_NEXT)). errno is preserved on success and set last on
+ * failure. RPCs are serialised per process by one mutex (reset in a fork child).
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SHIM_EXPORT __attribute__((visibility("default")))
+
+enum {
+	FR_HELLO = 1,
+	FR_IOCTL = 2,
+	FR_READ = 3,
+	FR_WRITE = 4,
+	FR_POLL = 5,
+	FR_ACK = 0x81,
+	FR_RESULT = 0x82,
+	FR_WAKE = 0x83,
+};
+
+enum { KIND_IOMMU = 0, KIND_VFIO = 1, KIND_SPARE = 2 };
+
+#define HELLO_MAGIC 0x464d4f49u /* "IOMF" */
+#define PROTO_VERSION 1u
+#define INLINE_MAX 4096
+#define PAGE_SZ 4096ul
+#define IOMMU_FAULT_QUEUE_ALLOC_CMD 0x3b8eul
+#define IOMMU_TEST_CMD_CMD 0x3ba0ul
+#define IOMMU_TEST_OP_CREATE_ACCESS 5u
+
+struct frame_hdr {
+	uint32_t len;
+	uint32_t type;
+};
+
+struct auth {
+	uint32_t pid;
+	uint32_t pad;
+	uint64_t secret_addr;
+	uint8_t secret[16];
+};
+
+struct hello {
+	uint32_t magic;
+	uint32_t version;
+	uint32_t kind;
+	uint32_t pid;
+	uint32_t uid;
+	int32_t fd;
+	uint64_t ino;
+	uint64_t secret_addr;
+	uint8_t secret[16];
+	uint64_t token;
+};
+
+struct ioctl_req {
+	struct auth auth;
+	uint32_t cmd;
+	uint32_t flags;
+	uint64_t arg;
+	uint64_t spare_token;
+	int32_t spare_fd;
+	uint32_t inline_len;
+	uint32_t writable_len;
+	uint32_t pad;
+};
+
+struct rw_req {
+	struct auth auth;
+	uint64_t addr;
+	uint64_t count;
+};
+
+struct poll_req {
+	struct auth auth;
+	uint32_t events;
+	uint32_t pad;
+};
+
+struct ack {
+	int32_t status;
+	uint32_t pad;
+};
+
+struct result {
+	int64_t ret;
+	uint32_t dirty_off;
+	uint32_t dirty_len;
+	int32_t new_fd;
+	uint32_t new_fd_cloexec;
+};
+
+static struct {
+	int (*open)(const char *, int, ...);
+	int (*open64)(const char *, int, ...);
+	int (*openat)(int, const char *, int, ...);
+	int (*openat64)(int, const char *, int, ...);
+	int (*ioctl)(int, unsigned long, ...);
+	ssize_t (*read)(int, void *, size_t);
+	ssize_t (*write)(int, const void *, size_t);
+	int (*poll)(struct pollfd *, nfds_t, int);
+	int (*ppoll)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
+	int (*select)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
+} real;
+
+static char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+static size_t sock_path_len;
+static int debug;
+static pthread_mutex_t rpc_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+/* The per-process identity the daemon verifies by reading it back from our memory. */
+static volatile uint8_t g_secret[16] __attribute__((aligned(16)));
+static pid_t g_secret_pid;
+static pid_t g_ptracer_pid;
+
+static void resolve(void)
+{
+	real.open = dlsym(RTLD_NEXT, "open");
+	real.open64 = dlsym(RTLD_NEXT, "open64");
+	real.openat = dlsym(RTLD_NEXT, "openat");
+	real.openat64 = dlsym(RTLD_NEXT, "openat64");
+	real.ioctl = dlsym(RTLD_NEXT, "ioctl");
+	real.read = dlsym(RTLD_NEXT, "read");
+	real.write = dlsym(RTLD_NEXT, "write");
+	real.poll = dlsym(RTLD_NEXT, "poll");
+	real.ppoll = dlsym(RTLD_NEXT, "ppoll");
+	real.select = dlsym(RTLD_NEXT, "select");
+}
+
+static void atfork_prepare(void) { pthread_mutex_lock(&rpc_lock); }
+static void atfork_parent(void) { pthread_mutex_unlock(&rpc_lock); }
+static void atfork_child(void)
+{
+	pthread_mutex_init(&rpc_lock, NULL);
+	g_secret_pid = 0; /* a new process: new secret on first use */
+	g_ptracer_pid = 0;
+}
+
+static void init(void)
+{
+	int saved = errno;
+	resolve();
+	const char *p = getenv("IOMMUFD_TS_SOCKET");
+	if (p && *p && strlen(p) < sizeof(sock_path)) {
+		strcpy(sock_path, p);
+		sock_path_len = strlen(p);
+	}
+	const char *d = getenv("IOMMUFD_TS_SHIM_DEBUG");
+	debug = d && *d && *d != '0';
+	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+	errno = saved;
+}
+
+__attribute__((constructor)) static void shim_ctor(void) { pthread_once(&init_once, init); }
+
+static inline void ensure_init(void)
+{
+	if (!real.ioctl)
+		pthread_once(&init_once, init);
+}
+
+static void dbg(const char *fmt, ...)
+{
+	if (!debug)
+		return;
+	int saved = errno;
+	char buf[512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (n > 0) {
+		if (n > (int)sizeof(buf))
+			n = sizeof(buf);
+		ssize_t w = real.write(2, buf, (size_t)n);
+		(void)w;
+	}
+	errno = saved;
+}
+
+/* ---- identity ------------------------------------------------------------------------------ */
+
+static void ensure_identity(void)
+{
+	pid_t pid = getpid();
+	if (g_secret_pid == pid)
+		return;
+	uint8_t tmp[16];
+	size_t got = 0;
+	while (got < sizeof(tmp)) {
+		ssize_t r = getrandom(tmp + got, sizeof(tmp) - got, 0);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			/* Weak fallback; the daemon still checks our memory. */
+			uint64_t x = (uint64_t)pid * 0x9e3779b97f4a7c15ull ^ (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)&tmp;
+			for (size_t i = got; i < sizeof(tmp); i++) {
+				x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+				tmp[i] = (uint8_t)x;
+			}
+			break;
+		}
+		got += (size_t)r;
+	}
+	for (size_t i = 0; i < sizeof(tmp); i++)
+		g_secret[i] = tmp[i];
+	g_secret_pid = pid;
+}
+
+static void fill_auth(struct auth *a)
+{
+	a->pid = (uint32_t)g_secret_pid;
+	a->pad = 0;
+	a->secret_addr = (uint64_t)(uintptr_t)g_secret;
+	for (size_t i = 0; i < sizeof(a->secret); i++)
+		a->secret[i] = g_secret[i];
+}
+
+/* Yama (ptrace_scope 1): let the daemon read our memory even when it is not our ancestor. */
+static void allow_daemon_ptrace(int s)
+{
+	pid_t pid = getpid();
+	if (g_ptracer_pid == pid)
+		return;
+	struct ucred cr;
+	socklen_t len = sizeof(cr);
+	if (getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cr, &len) == 0 && cr.pid > 0)
+		prctl(PR_SET_PTRACER, (unsigned long)cr.pid, 0, 0, 0);
+	g_ptracer_pid = pid;
+}
+
+/* ---- self memory, EFAULT-safe -------------------------------------------------------------- */
+
+/* Copy up to n bytes from our own address `addr`; stops at the first inaccessible page. */
+static size_t self_rw(int write, void *local, uint64_t addr, size_t n)
+{
+	enum { MAXV = INLINE_MAX / PAGE_SZ + 2 };
+	struct iovec l, r[MAXV];
+	size_t nv = 0, off = 0;
+	if (!n || addr == 0)
+		return 0;
+	while (off < n && nv < MAXV) {
+		uint64_t a = addr + off;
+		if (a < addr)
+			break; /* wrapped */
+		size_t chunk = PAGE_SZ - (size_t)(a & (PAGE_SZ - 1));
+		if (chunk > n - off)
+			chunk = n - off;
+		r[nv].iov_base = (void *)(uintptr_t)a;
+		r[nv].iov_len = chunk;
+		nv++;
+		off += chunk;
+	}
+	l.iov_base = local;
+	l.iov_len = off;
+	ssize_t got = write ? process_vm_writev(getpid(), &l, 1, r, nv, 0) : process_vm_readv(getpid(), &l, 1, r, nv, 0);
+	return got < 0 ? 0 : (size_t)got;
+}
+
+/* ---- emulated fd recognition ---------------------------------------------------------------- */
+
+static int have_daemon(void)
+{
+	ensure_init();
+	return sock_path_len != 0;
+}
+
+static int is_emulated(int fd)
+{
+	if (!have_daemon() || fd < 0)
+		return 0;
+	struct sockaddr_un sa;
+	socklen_t len = sizeof(sa);
+	int saved = errno;
+	int r = getpeername(fd, (struct sockaddr *)&sa, &len);
+	errno = saved;
+	if (r != 0 || sa.sun_family != AF_UNIX || len <= offsetof(struct sockaddr_un, sun_path))
+		return 0;
+	size_t pl = len - offsetof(struct sockaddr_un, sun_path);
+	if (pl > sizeof(sa.sun_path))
+		pl = sizeof(sa.sun_path);
+	if (pl < sock_path_len || memcmp(sa.sun_path, sock_path, sock_path_len) != 0)
+		return 0;
+	return pl == sock_path_len || sa.sun_path[sock_path_len] == 0;
+}
+
+/* ---- framing ---------------------------------------------------------------------------------- */
+
+static int wait_fd(int fd, short ev)
+{
+	struct pollfd p = { .fd = fd, .events = ev };
+	for (;;) {
+		int r = real.poll(&p, 1, -1);
+		if (r >= 0 || errno != EINTR)
+			return r;
+	}
+}
+
+static int send_all(int fd, const void *buf, size_t n)
+{
+	const char *p = buf;
+	while (n) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				wait_fd(fd, POLLOUT);
+				continue;
+			}
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static int sendv_all(int fd, struct iovec *iov, int cnt)
+{
+	/* Small frames: gather into one buffer so the frame is one send (atomic on a unix stream). */
+	size_t total = 0;
+	for (int i = 0; i < cnt; i++)
+		total += iov[i].iov_len;
+	char stackbuf[INLINE_MAX + 256];
+	char *buf = total <= sizeof(stackbuf) ? stackbuf : malloc(total);
+	if (!buf)
+		return -1;
+	size_t off = 0;
+	for (int i = 0; i < cnt; i++) {
+		memcpy(buf + off, iov[i].iov_base, iov[i].iov_len);
+		off += iov[i].iov_len;
+	}
+	int r = send_all(fd, buf, total);
+	if (buf != stackbuf)
+		free(buf);
+	return r;
+}
+
+/* Returns 0, or -1 with errno (EIO at EOF). */
+static int recv_all(int fd, void *buf, size_t n)
+{
+	char *p = buf;
+	while (n) {
+		ssize_t r = recv(fd, p, n, 0);
+		if (r == 0) {
+			errno = EIO;
+			return -1;
+		}
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				wait_fd(fd, POLLIN);
+				continue;
+			}
+			return -1;
+		}
+		p += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+static int discard(int fd, size_t n)
+{
+	char tmp[256];
+	while (n) {
+		size_t c = n < sizeof(tmp) ? n : sizeof(tmp);
+		if (recv_all(fd, tmp, c))
+			return -1;
+		n -= c;
+	}
+	return 0;
+}
+
+/*
+ * Read frames until one of type `want` arrives; WAKE frames are skipped. The fixed part goes to
+ * `fixed`; any rest of the payload goes to `extra` (up to extra_cap bytes, the remainder is
+ * dropped). Returns the size of the rest, or -1 with errno.
+ */
+static ssize_t recv_frame(int fd, uint32_t want, void *fixed, size_t fixed_len, void *extra, size_t extra_cap)
+{
+	for (;;) {
+		struct frame_hdr h;
+		if (recv_all(fd, &h, sizeof(h)))
+			return -1;
+		if (h.type == FR_WAKE) {
+			if (discard(fd, h.len))
+				return -1;
+			continue;
+		}
+		if (h.type != want || h.len < fixed_len) {
+			discard(fd, h.len);
+			errno = EPROTO;
+			return -1;
+		}
+		if (recv_all(fd, fixed, fixed_len))
+			return -1;
+		size_t rest = h.len - fixed_len, take = rest < extra_cap ? rest : extra_cap;
+		if (take && recv_all(fd, extra, take))
+			return -1;
+		if (rest > take && discard(fd, rest - take))
+			return -1;
+		return (ssize_t)take;
+	}
+}
+
+/* ---- connections -------------------------------------------------------------------------------- */
+
+/* Connect a new emulated file; returns the fd or -1 with errno. Called with rpc_lock held. */
+static int connect_daemon(uint32_t kind, int cloexec, uint64_t token)
+{
+	int s = socket(AF_UNIX, SOCK_STREAM | (cloexec ? SOCK_CLOEXEC : 0), 0);
+	if (s < 0)
+		return -1;
+	struct sockaddr_un sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	memcpy(sa.sun_path, sock_path, sock_path_len);
+	socklen_t alen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + sock_path_len + 1);
+	int r;
+	do
+		r = connect(s, (struct sockaddr *)&sa, alen);
+	while (r < 0 && errno == EINTR);
+	if (r < 0 && errno != EISCONN) {
+		int e = errno;
+		dbg("iommufd-shim: connect %s: %s\n", sock_path, strerror(e));
+		close(s);
+		errno = (e == ENOENT || e == ECONNREFUSED) ? ENOENT : e;
+		return -1;
+	}
+	allow_daemon_ptrace(s);
+	struct stat st;
+	uint64_t ino = fstat(s, &st) == 0 ? (uint64_t)st.st_ino : 0;
+	struct hello h = {
+		.magic = HELLO_MAGIC,
+		.version = PROTO_VERSION,
+		.kind = kind,
+		.pid = (uint32_t)g_secret_pid,
+		.uid = (uint32_t)geteuid(),
+		.fd = s,
+		.ino = ino,
+		.secret_addr = (uint64_t)(uintptr_t)g_secret,
+		.token = token,
+	};
+	for (size_t i = 0; i < sizeof(h.secret); i++)
+		h.secret[i] = g_secret[i];
+	struct frame_hdr fh = { .len = sizeof(h), .type = FR_HELLO };
+	struct iovec iov[2] = { { &fh, sizeof(fh) }, { &h, sizeof(h) } };
+	struct ack a;
+	if (sendv_all(s, iov, 2) || recv_frame(s, FR_ACK, &a, sizeof(a), NULL, 0) < 0) {
+		int e = errno;
+		close(s);
+		errno = e == EIO ? ENODEV : e;
+		return -1;
+	}
+	if (a.status < 0) {
+		close(s);
+		errno = -a.status;
+		return -1;
+	}
+	return s;
+}
+
+static int path_kind(const char *path)
+{
+	if (!path)
+		return -1;
+	if (strcmp(path, "/dev/iommu") == 0)
+		return KIND_IOMMU;
+	if (strcmp(path, "/dev/vfio/vfio") == 0)
+		return KIND_VFIO;
+	return -1;
+}
+
+static int emu_open(int kind, int flags)
+{
+	int saved = errno;
+	if (flags & O_DIRECTORY) {
+		errno = ENOTDIR;
+		return -1;
+	}
+	pthread_mutex_lock(&rpc_lock);
+	ensure_identity();
+	int fd = connect_daemon((uint32_t)kind, (flags & O_CLOEXEC) != 0, 0);
+	int e = errno;
+	pthread_mutex_unlock(&rpc_lock);
+	dbg("iommufd-shim: open(%s) = %d\n", kind == KIND_VFIO ? "/dev/vfio/vfio" : "/dev/iommu", fd);
+	if (fd < 0) {
+		errno = e;
+		return -1;
+	}
+	if (flags & O_NONBLOCK) {
+		int fl = fcntl(fd, F_GETFL);
+		if (fl >= 0)
+			fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+	}
+	errno = saved;
+	return fd;
+}
+
+static mode_t open_mode(int flags, va_list ap)
+{
+	if ((flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE)
+		return (mode_t)va_arg(ap, int);
+	return 0;
+}
+
+SHIM_EXPORT int open(const char *path, int flags, ...)
+{
+	va_list ap;
+	va_start(ap, flags);
+	mode_t mode = open_mode(flags, ap);
+	va_end(ap);
+	int k = path_kind(path);
+	if (k >= 0 && have_daemon())
+		return emu_open(k, flags);
+	ensure_init();
+	return real.open(path, flags, mode);
+}
+
+SHIM_EXPORT int open64(const char *path, int flags, ...)
+{
+	va_list ap;
+	va_start(ap, flags);
+	mode_t mode = open_mode(flags, ap);
+	va_end(ap);
+	int k = path_kind(path);
+	if (k >= 0 && have_daemon())
+		return emu_open(k, flags);
+	ensure_init();
+	return (real.open64 ? real.open64 : real.open)(path, flags, mode);
+}
+
+SHIM_EXPORT int openat(int dirfd, const char *path, int flags, ...)
+{
+	va_list ap;
+	va_start(ap, flags);
+	mode_t mode = open_mode(flags, ap);
+	va_end(ap);
+	int k = path_kind(path);
+	if (k >= 0 && have_daemon())
+		return emu_open(k, flags);
+	ensure_init();
+	return real.openat(dirfd, path, flags, mode);
+}
+
+SHIM_EXPORT int openat64(int dirfd, const char *path, int flags, ...)
+{
+	va_list ap;
+	va_start(ap, flags);
+	mode_t mode = open_mode(flags, ap);
+	va_end(ap);
+	int k = path_kind(path);
+	if (k >= 0 && have_daemon())
+		return emu_open(k, flags);
+	ensure_init();
+	return (real.openat64 ? real.openat64 : real.openat)(dirfd, path, flags, mode);
+}
+
+/* _FORTIFY_SOURCE entry points (no mode argument: O_CREAT without a mode is a compile error). */
+SHIM_EXPORT int __open_2(const char *path, int flags) { return open(path, flags); }
+SHIM_EXPORT int __open64_2(const char *path, int flags) { return open64(path, flags); }
+SHIM_EXPORT int __openat_2(int dirfd, const char *path, int flags) { return openat(dirfd, path, flags); }
+SHIM_EXPORT int __openat64_2(int dirfd, const char *path, int flags) { return openat64(dirfd, path, flags); }
+
+/* ---- ioctl ----------------------------------------------------------------------------------- */
+
+static int emu_ioctl(int fd, unsigned long req, unsigned long arg)
+{
+	int saved = errno;
+	static __thread uint8_t inl[INLINE_MAX];
+	uint8_t dirty[INLINE_MAX];
+	size_t inl_len = 0, wr_len = 0;
+	if (arg) {
+		uint32_t size;
+		if (self_rw(0, &size, arg, 4) == 4) {
+			size_t want = size < 4 ? 4 : size;
+			if (want > INLINE_MAX)
+				want = INLINE_MAX;
+			inl_len = self_rw(0, inl, arg, want);
+			/* Writability probe: write the same bytes back (the kernel would write the struct anyway). */
+			wr_len = self_rw(1, inl, arg, inl_len);
+		}
+	}
+
+	pthread_mutex_lock(&rpc_lock);
+	ensure_identity();
+	int spare = -1;
+	uint64_t token = 0;
+	if (req == IOMMU_FAULT_QUEUE_ALLOC_CMD ||
+	    (req == IOMMU_TEST_CMD_CMD && inl_len >= 8 && *(uint32_t *)(inl + 4) == IOMMU_TEST_OP_CREATE_ACCESS)) {
+		/* The handler installs a new file: have a connection ready at the lowest free fd. */
+		while (!token)
+			if (getrandom(&token, sizeof(token), 0) != sizeof(token))
+				token = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)&token;
+		spare = connect_daemon(KIND_SPARE, 1, token);
+		if (spare < 0)
+			token = 0;
+	}
+
+	struct ioctl_req r = {
+		.cmd = (uint32_t)req,
+		.arg = (uint64_t)arg,
+		.spare_token = token,
+		.spare_fd = spare,
+		.inline_len = (uint32_t)inl_len,
+		.writable_len = (uint32_t)wr_len,
+	};
+	fill_auth(&r.auth);
+	struct frame_hdr fh = { .len = (uint32_t)(sizeof(r) + inl_len), .type = FR_IOCTL };
+	struct iovec iov[3] = { { &fh, sizeof(fh) }, { &r, sizeof(r) }, { inl, inl_len } };
+	struct result res;
+	ssize_t got = -1;
+	if (sendv_all(fd, iov, 3) == 0)
+		got = recv_frame(fd, FR_RESULT, &res, sizeof(res), dirty, sizeof(dirty));
+	int e = errno;
+	if (got >= 0) {
+		if (res.dirty_len && (size_t)got >= res.dirty_len && res.dirty_off + (size_t)res.dirty_len <= wr_len)
+			self_rw(1, dirty, arg + res.dirty_off, res.dirty_len);
+		if (spare >= 0 && res.new_fd == spare) {
+			if (!res.new_fd_cloexec)
+				fcntl(spare, F_SETFD, 0);
+			spare = -1;
+		}
+	}
+	if (spare >= 0)
+		close(spare);
+	pthread_mutex_unlock(&rpc_lock);
+
+	if (got < 0) {
+		dbg("iommufd-shim: ioctl(%d, 0x%lx) transport error: %s\n", fd, req, strerror(e));
+		errno = EIO;
+		return -1;
+	}
+	if (res.ret < 0) {
+		errno = (int)-res.ret;
+		return -1;
+	}
+	errno = saved;
+	return (int)res.ret;
+}
+
+SHIM_EXPORT int ioctl(int fd, unsigned long req, ...)
+{
+	va_list ap;
+	va_start(ap, req);
+	unsigned long arg = va_arg(ap, unsigned long);
+	va_end(ap);
+	if (is_emulated(fd))
+		return emu_ioctl(fd, req, arg);
+	return real.ioctl(fd, req, arg);
+}
+
+/* ---- read / write ------------------------------------------------------------------------------ */
+
+static ssize_t emu_rw(int fd, uint32_t type, uint64_t addr, size_t count)
+{
+	int saved = errno;
+	pthread_mutex_lock(&rpc_lock);
+	ensure_identity();
+	struct rw_req r = { .addr = addr, .count = count };
+	fill_auth(&r.auth);
+	struct frame_hdr fh = { .len = sizeof(r), .type = type };
+	struct iovec iov[2] = { { &fh, sizeof(fh) }, { &r, sizeof(r) } };
+	struct result res;
+	ssize_t got = -1;
+	if (sendv_all(fd, iov, 2) == 0)
+		got = recv_frame(fd, FR_RESULT, &res, sizeof(res), NULL, 0);
+	pthread_mutex_unlock(&rpc_lock);
+	if (got < 0) {
+		errno = EIO;
+		return -1;
+	}
+	if (res.ret < 0) {
+		errno = (int)-res.ret;
+		return -1;
+	}
+	errno = saved;
+	return (ssize_t)res.ret;
+}
+
+SHIM_EXPORT ssize_t read(int fd, void *buf, size_t count)
+{
+	if (is_emulated(fd))
+		return emu_rw(fd, FR_READ, (uint64_t)(uintptr_t)buf, count);
+	return real.read(fd, buf, count);
+}
+
+SHIM_EXPORT ssize_t __read_chk(int fd, void *buf, size_t count, size_t buflen)
+{
+	if (count > buflen) {
+		extern void __chk_fail(void) __attribute__((noreturn));
+		__chk_fail();
+	}
+	return read(fd, buf, count);
+}
+
+SHIM_EXPORT ssize_t write(int fd, const void *buf, size_t count)
+{
+	if (is_emulated(fd))
+		return emu_rw(fd, FR_WRITE, (uint64_t)(uintptr_t)buf, count);
+	ensure_init();
+	return real.write(fd, buf, count);
+}
+
+/* ---- poll / ppoll / select ---------------------------------------------------------------------- */
+
+/* The file's poll mask from the daemon; POLLERR|POLLHUP when the daemon is gone. */
+static short emu_poll_mask(int fd, short events)
+{
+	int saved = errno;
+	pthread_mutex_lock(&rpc_lock);
+	ensure_identity();
+	struct poll_req r = { .events = (uint16_t)events };
+	fill_auth(&r.auth);
+	struct frame_hdr fh = { .len = sizeof(r), .type = FR_POLL };
+	struct iovec iov[2] = { { &fh, sizeof(fh) }, { &r, sizeof(r) } };
+	struct result res;
+	ssize_t got = -1;
+	if (sendv_all(fd, iov, 2) == 0)
+		got = recv_frame(fd, FR_RESULT, &res, sizeof(res), NULL, 0);
+	pthread_mutex_unlock(&rpc_lock);
+	errno = saved;
+	if (got < 0 || res.ret < 0)
+		return POLLERR | POLLHUP;
+	return (short)res.ret;
+}
+
+static int64_t now_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/*
+ * poll over a mix of emulated and ordinary fds. Emulated fds are asked for their mask; when none
+ * is ready, the real ppoll waits on their sockets for POLLIN (the daemon sends a WAKE frame when a
+ * file becomes readable), then they are asked again. timeout_ns < 0 waits forever.
+ */
+static int emu_poll(struct pollfd *fds, nfds_t n, int64_t timeout_ns, const sigset_t *sigmask)
+{
+	int saved = errno;
+	int64_t deadline = timeout_ns >= 0 ? now_ns() + timeout_ns : -1;
+	char emu_small[64];
+	char *emu = n <= sizeof(emu_small) ? emu_small : malloc(n);
+	struct pollfd tmp_small[64];
+	struct pollfd *tmp = n <= 64 ? tmp_small : malloc(n * sizeof(*tmp));
+	int ret = -1;
+	if (!emu || !tmp) {
+		errno = ENOMEM;
+		goto out;
+	}
+	for (nfds_t i = 0; i < n; i++)
+		emu[i] = fds[i].fd >= 0 && is_emulated(fds[i].fd);
+	for (;;) {
+		int ready = 0;
+		for (nfds_t i = 0; i < n; i++) {
+			if (!emu[i])
+				continue;
+			short m = emu_poll_mask(fds[i].fd, fds[i].events);
+			fds[i].revents = m & (fds[i].events | POLLERR | POLLHUP | POLLNVAL);
+			if (fds[i].revents)
+				ready = 1;
+		}
+		int64_t wait_ns;
+		if (ready)
+			wait_ns = 0;
+		else if (deadline < 0)
+			wait_ns = -1;
+		else {
+			wait_ns = deadline - now_ns();
+			if (wait_ns < 0)
+				wait_ns = 0;
+		}
+		for (nfds_t i = 0; i < n; i++) {
+			tmp[i] = fds[i];
+			tmp[i].revents = 0;
+			if (emu[i])
+				tmp[i].events = (ready || !(fds[i].events & (POLLIN | POLLRDNORM))) ? 0 : POLLIN;
+		}
+		struct timespec ts, *tsp = NULL;
+		if (wait_ns >= 0) {
+			ts.tv_sec = wait_ns / 1000000000;
+			ts.tv_nsec = wait_ns % 1000000000;
+			tsp = &ts;
+		}
+		int r = real.ppoll(tmp, n, tsp, sigmask);
+		if (r < 0) {
+			saved = errno;
+			goto out;
+		}
+		int others = 0, emu_woke = 0;
+		for (nfds_t i = 0; i < n; i++) {
+			if (emu[i]) {
+				if (tmp[i].revents)
+					emu_woke = 1;
+				continue;
+			}
+			fds[i].revents = tmp[i].revents;
+			if (tmp[i].revents)
+				others++;
+		}
+		if (ready || others || (!emu_woke && r == 0)) {
+			if (others && !ready) {
+				/* Something else woke us: report the emulated fds' current state too. */
+				for (nfds_t i = 0; i < n; i++)
+					if (emu[i]) {
+						short m = emu_poll_mask(fds[i].fd, fds[i].events);
+						fds[i].revents = m & (fds[i].events | POLLERR | POLLHUP | POLLNVAL);
+					}
+			}
+			ret = 0;
+			for (nfds_t i = 0; i < n; i++)
+				if (fds[i].revents)
+					ret++;
+			goto out;
+		}
+		/* Only an emulated socket woke us (WAKE frame or hangup): ask again. */
+	}
+out:
+	if (emu && emu != emu_small)
+		free(emu);
+	if (tmp && tmp != tmp_small)
+		free(tmp);
+	errno = saved;
+	return ret;
+}
+
+static int any_emulated(struct pollfd *fds, nfds_t n)
+{
+	if (!have_daemon())
+		return 0;
+	for (nfds_t i = 0; i < n; i++)
+		if (fds[i].fd >= 0 && is_emulated(fds[i].fd))
+			return 1;
+	return 0;
+}
+
+SHIM_EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout)
+{
+	ensure_init();
+	if (!any_emulated(fds, n))
+		return real.poll(fds, n, timeout);
+	return emu_poll(fds, n, timeout < 0 ? -1 : (int64_t)timeout * 1000000, NULL);
+}
+
+SHIM_EXPORT int __poll_chk(struct pollfd *fds, nfds_t n, int timeout, size_t fdslen)
+{
+	if (fdslen / sizeof(*fds) < n) {
+		extern void __chk_fail(void) __attribute__((noreturn));
+		__chk_fail();
+	}
+	return poll(fds, n, timeout);
+}
+
+SHIM_EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *sigmask)
+{
+	ensure_init();
+	if (!any_emulated(fds, n))
+		return real.ppoll(fds, n, ts, sigmask);
+	if (ts && (ts->tv_sec < 0 || ts->tv_nsec < 0 || ts->tv_nsec >= 1000000000)) {
+		errno = EINVAL;
+		return -1;
+	}
+	return emu_poll(fds, n, ts ? (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec : -1, sigmask);
+}
+
+SHIM_EXPORT int __ppoll_chk(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *sigmask, size_t fdslen)
+{
+	if (fdslen / sizeof(*fds) < n) {
+		extern void __chk_fail(void) __attribute__((noreturn));
+		__chk_fail();
+	}
+	return ppoll(fds, n, ts, sigmask);
+}
+
+SHIM_EXPORT int select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *tv)
+{
+	ensure_init();
+	int found = 0;
+	if (have_daemon() && nfds > 0 && nfds <= FD_SETSIZE) {
+		for (int fd = 0; fd < nfds && !found; fd++)
+			if (((rd && FD_ISSET(fd, rd)) || (wr && FD_ISSET(fd, wr)) || (ex && FD_ISSET(fd, ex))) && is_emulated(fd))
+				found = 1;
+	}
+	if (!found)
+		return real.select(nfds, rd, wr, ex, tv);
+	struct pollfd pf[FD_SETSIZE];
+	nfds_t n = 0;
+	for (int fd = 0; fd < nfds; fd++) {
+		short ev = 0;
+		if (rd && FD_ISSET(fd, rd))
+			ev |= POLLIN;
+		if (wr && FD_ISSET(fd, wr))
+			ev |= POLLOUT;
+		if (ex && FD_ISSET(fd, ex))
+			ev |= POLLPRI;
+		if (ev) {
+			pf[n].fd = fd;
+			pf[n].events = ev;
+			pf[n].revents = 0;
+			n++;
+		}
+	}
+	int64_t tns = tv ? (int64_t)tv->tv_sec * 1000000000 + (int64_t)tv->tv_usec * 1000 : -1;
+	int64_t start = now_ns();
+	int r = emu_poll(pf, n, tns, NULL);
+	if (r < 0)
+		return -1;
+	int saved = errno;
+	if (rd)
+		FD_ZERO(rd);
+	if (wr)
+		FD_ZERO(wr);
+	if (ex)
+		FD_ZERO(ex);
+	int count = 0;
+	for (nfds_t i = 0; i < n; i++) {
+		if (pf[i].revents & POLLNVAL) {
+			errno = EBADF;
+			return -1;
+		}
+		if (rd && (pf[i].revents & (POLLIN | POLLHUP | POLLERR)) && (pf[i].events & POLLIN)) {
+			FD_SET(pf[i].fd, rd);
+			count++;
+		}
+		if (wr && (pf[i].revents & (POLLOUT | POLLERR)) && (pf[i].events & POLLOUT)) {
+			FD_SET(pf[i].fd, wr);
+			count++;
+		}
+		if (ex && (pf[i].revents & POLLPRI)) {
+			FD_SET(pf[i].fd, ex);
+			count++;
+		}
+	}
+	if (tv) {
+		int64_t left = tns - (now_ns() - start);
+		if (left < 0)
+			left = 0;
+		tv->tv_sec = left / 1000000000;
+		tv->tv_usec = (left % 1000000000) / 1000;
+	}
+	errno = saved;
+	return count;
+}

@@ -1,0 +1,652 @@
+/**
+ * The memory of real host processes as iommufd sees it (the AddressSpace and PageFrame interfaces
+ * of src/mm/types.ts), for programs running under the preload shim.
+ *
+ * - copy_{from,to}_user go through /proc/<pid>/mem with synchronous reads and writes. That file
+ *   ignores page protections, so /proc/<pid>/maps is consulted first: a hole, PROT_NONE, an
+ *   address beyond TASK_SIZE or (for writes) a non-writable mapping is EFAULT, never a crash.
+ *   The /proc/<pid>/mem fd is opened once per address space and keeps naming that mm: after the
+ *   process exits or execs, reads through it fail, which is how a dead mm is detected.
+ * - Pages are identified honestly. A page of a shared mapping is (device, inode, file page), so
+ *   two processes, or two mappings in one process, of one shmem/hugetlbfs page are the same frame.
+ *   A page of a private mapping is (mm identity, virtual address): a FOLL_LONGTERM pin unshares
+ *   it, so the pinned page is the process's own. Frames get synthetic pfns, stable per identity
+ *   while the frame is known; hugetlb pages get 512 contiguous pfns aligned to 512 and are
+ *   `compound`; ordinary pages are never physically contiguous with each other.
+ * - Pin counts are kept per identity. A frame's content is read and written through a live
+ *   mapping of it (the caller's, the pinning process's), or for shared memory pinned by a
+ *   process through an fd on the backing object (/proc/<pid>/map_files, when permitted), so a
+ *   shmem page stays reachable after the process that pinned it has gone (selftest fork_gone).
+ */
+import * as fs from 'node:fs';
+import { fail, hex, IommuError } from '../lib/error.js';
+import type { AddressSpace, PageFrame } from '../mm/types.js';
+
+export const PAGE_SIZE = 4096;
+const PAGE = 4096n;
+const HUGE_FRAMES = 512;
+const HUGE_SIZE = 2n * 1024n * 1024n;
+/** x86-64 TASK_SIZE_MAX with 4-level paging: user addresses are below it (access_ok). */
+export const TASK_SIZE = 0x7ffffffff000n;
+
+/** One line of /proc/<pid>/maps. */
+export interface Vma {
+  start: bigint;
+  end: bigint;
+  read: boolean;
+  write: boolean;
+  shared: boolean;
+  /** File offset of `start`, in bytes. */
+  offset: bigint;
+  /** "major:minor" in hex, as maps prints it. */
+  dev: string;
+  inode: string;
+  path: string;
+}
+
+export function parseMaps(text: string): Vma[] {
+  const out: Vma[] = [];
+  let pos = 0;
+  while (pos < text.length) {
+    let nl = text.indexOf('\n', pos);
+    if (nl < 0) nl = text.length;
+    const line = text.slice(pos, nl);
+    pos = nl + 1;
+    if (!line) continue;
+    // 7f0000000000-7f0000001000 rw-s 00000000 00:01 1234    /dev/zero (deleted)
+    const dash = line.indexOf('-');
+    const sp1 = line.indexOf(' ', dash);
+    const sp2 = line.indexOf(' ', sp1 + 1);
+    const sp3 = line.indexOf(' ', sp2 + 1);
+    const sp4 = line.indexOf(' ', sp3 + 1);
+    let sp5 = line.indexOf(' ', sp4 + 1);
+    if (sp5 < 0) sp5 = line.length;
+    const perms = line.slice(sp1 + 1, sp2);
+    out.push({
+      start: BigInt('0x' + line.slice(0, dash)),
+      end: BigInt('0x' + line.slice(dash + 1, sp1)),
+      read: perms[0] === 'r',
+      write: perms[1] === 'w',
+      shared: perms[3] === 's',
+      offset: BigInt('0x' + line.slice(sp2 + 1, sp3)),
+      dev: line.slice(sp3 + 1, sp4),
+      inode: line.slice(sp4 + 1, sp5),
+      path: line.slice(sp5).trim(),
+    });
+  }
+  return out;
+}
+
+type VmaClass = 'private' | 'shared' | 'huge-shared' | 'huge-private' | 'special';
+
+/** Filesystem types by device, from /proc/self/mountinfo (device numbers as maps prints them). */
+function loadFsTypes(): Map<string, string> {
+  const m = new Map<string, string>();
+  try {
+    for (const line of fs.readFileSync('/proc/self/mountinfo', 'latin1').split('\n')) {
+      const f = line.split(' ');
+      const sep = f.indexOf('-');
+      if (sep < 0 || f.length < sep + 2) continue;
+      const [maj, min] = f[2]!.split(':').map(Number);
+      if (maj === undefined || min === undefined) continue;
+      const key = `${maj.toString(16).padStart(2, '0')}:${min.toString(16).padStart(2, '0')}`;
+      m.set(key, f[sep + 1]!);
+    }
+  } catch {
+    /* no mountinfo: classify by path only */
+  }
+  return m;
+}
+
+/** Long-term pin of a shared page's backing object, so its content stays reachable. */
+interface Backing {
+  fd: number;
+  pins: number;
+  writable: boolean;
+}
+
+/** A page of host memory (struct page), by identity. */
+export class HostFrame implements PageFrame {
+  pinCount = 0;
+  /** The request that last looked this frame up (registry sweeping). */
+  epoch = 0;
+  /** Last content seen through us: what a page nobody maps any more still holds. */
+  private snapshot: Uint8Array | undefined;
+
+  constructor(
+    private readonly memory: HostMemory,
+    readonly key: string,
+    readonly pfn: number,
+    readonly compound: boolean,
+    /** Private page: the owning mm and its VA. Shared page: a mm and VA that mapped it. */
+    public mm: HostMm,
+    public va: bigint,
+    /** Shared page: the object and byte offset in it. */
+    readonly shared?: { dev: string; inode: string; fileOff: bigint },
+  ) {}
+
+  read(offset: number, length: number): Uint8Array {
+    checkSpan(offset, length);
+    const got = this.memory.frameIo(this, offset, length, undefined);
+    if (got) {
+      this.remember(offset, got);
+      return got;
+    }
+    const out = new Uint8Array(length);
+    if (this.snapshot) out.set(this.snapshot.subarray(offset, offset + length));
+    return out;
+  }
+
+  write(offset: number, data: Uint8Array): void {
+    checkSpan(offset, data.length);
+    this.memory.frameIo(this, offset, data.length, data);
+    this.remember(offset, data);
+  }
+
+  private remember(offset: number, data: Uint8Array): void {
+    if (!this.snapshot) this.snapshot = new Uint8Array(PAGE_SIZE);
+    this.snapshot.set(data, offset);
+  }
+}
+
+function checkSpan(offset: number, length: number): void {
+  if (offset < 0 || length < 0 || offset + length > PAGE_SIZE) throw new RangeError(`frame access [${offset}, +${length}) beyond 4096`);
+}
+
+/**
+ * The frame registry and the machinery shared by all host address spaces of one daemon.
+ * `beginRequest()` starts a new request: cached /proc/<pid>/maps are dropped.
+ */
+export class HostMemory {
+  private readonly frames = new Map<string, HostFrame>();
+  private readonly backings = new Map<string, Backing>();
+  private nextPfn = 0x100000;
+  private nextMmId = 1;
+  private fsTypes: Map<string, string> | undefined;
+  /** Bumped at every request: maps read during one request are reused within it. */
+  epoch = 0;
+  /** The mm of the task making the current request (its mappings are tried first for content). */
+  current: HostMm | undefined;
+
+  beginRequest(current?: HostMm): void {
+    this.epoch++;
+    this.current = current;
+    this.sweep();
+  }
+
+  newMmId(): number {
+    return this.nextMmId++;
+  }
+
+  get frameCount(): number {
+    return this.frames.size;
+  }
+
+  /** The frame for one page of `vma` at `va` in `mm`; created (with a new pfn) on first sight. */
+  frameFor(mm: HostMm, vma: Vma, cls: VmaClass, va: bigint): HostFrame {
+    if (cls === 'private' || cls === 'huge-private') {
+      let f = mm.privateFrames.get(va);
+      if (!f) {
+        f = new HostFrame(this, `p${mm.id}:${va.toString(16)}`, this.allocPfn(cls === 'huge-private', va), cls === 'huge-private', mm, va);
+        mm.privateFrames.set(va, f);
+      }
+      return f;
+    }
+    const fileOff = vma.offset + (va - vma.start);
+    const key = `s${vma.dev}:${vma.inode}:${(fileOff / PAGE).toString(16)}`;
+    let f = this.frames.get(key);
+    if (f) f.epoch = this.epoch;
+    if (!f) {
+      let pfn: number;
+      if (cls === 'huge-shared') {
+        // All 512 pages of one huge page share one contiguous, aligned pfn block.
+        const base = fileOff - (fileOff % HUGE_SIZE);
+        const headKey = `s${vma.dev}:${vma.inode}:${(base / PAGE).toString(16)}`;
+        const head = this.frames.get(headKey);
+        const headPfn = head ? head.pfn : this.allocHugeBlock();
+        if (!head && headKey !== key) {
+          const va0 = va - (fileOff - base);
+          this.frames.set(headKey, new HostFrame(this, headKey, headPfn, true, mm, va0, { dev: vma.dev, inode: vma.inode, fileOff: base }));
+        }
+        pfn = headPfn + Number((fileOff - base) / PAGE);
+      } else {
+        pfn = this.allocPfn(false, va);
+      }
+      f = new HostFrame(this, key, pfn, cls === 'huge-shared', mm, va, { dev: vma.dev, inode: vma.inode, fileOff });
+      this.frames.set(key, f);
+    } else if (mm.alive()) {
+      // Remember a live mapping of it, for content access after others go.
+      f.mm = mm;
+      f.va = va;
+    }
+    return f;
+  }
+
+  private allocPfn(huge: boolean, va: bigint): number {
+    if (huge) {
+      // A private hugetlb page: its own aligned block, the page at its offset in it.
+      return this.allocHugeBlock() + Number((va % HUGE_SIZE) / PAGE);
+    }
+    // Leave a hole after every frame: no two ordinary pages are physically contiguous.
+    const pfn = this.nextPfn;
+    this.nextPfn += 2;
+    return pfn;
+  }
+
+  private allocHugeBlock(): number {
+    this.nextPfn = Math.ceil(this.nextPfn / HUGE_FRAMES) * HUGE_FRAMES;
+    const pfn = this.nextPfn;
+    this.nextPfn += HUGE_FRAMES;
+    return pfn;
+  }
+
+  classify(vma: Vma): VmaClass {
+    const p = vma.path;
+    if (p.startsWith('[') && p !== '[heap]' && !p.startsWith('[stack') && !p.startsWith('[anon')) return 'special';
+    this.fsTypes ??= loadFsTypes();
+    const huge = p.startsWith('/anon_hugepage') || this.fsTypes.get(vma.dev) === 'hugetlbfs';
+    if (vma.shared && vma.inode !== '0') return huge ? 'huge-shared' : 'shared';
+    return huge ? 'huge-private' : 'private';
+  }
+
+  /** Whether a shared file mapping needs dirty tracking (6.x refuses FOLL_LONGTERM|FOLL_WRITE on it). */
+  needsDirtyTracking(vma: Vma): boolean {
+    if (!vma.shared || vma.inode === '0') return false;
+    const p = vma.path;
+    if (p.startsWith('/dev/zero') || p.startsWith('/SYSV') || p.startsWith('/memfd:') || p.startsWith('/anon_hugepage')) return false;
+    this.fsTypes ??= loadFsTypes();
+    const t = this.fsTypes.get(vma.dev);
+    if (t === undefined) return false; // the kernel's internal shm mount
+    return !(t === 'tmpfs' || t === 'hugetlbfs' || t === 'devtmpfs' || t === 'ramfs');
+  }
+
+  /** A pin was taken on a shared frame: hold its backing object open (when /proc allows). */
+  pinBacking(f: HostFrame, vma: Vma): void {
+    if (!f.shared) return;
+    const k = `${f.shared.dev}:${f.shared.inode}`;
+    let b = this.backings.get(k);
+    if (!b) {
+      const path = `/proc/${f.mm.pid}/map_files/${vma.start.toString(16)}-${vma.end.toString(16)}`;
+      let fd = -1;
+      let writable = false;
+      try {
+        fd = fs.openSync(path, fs.constants.O_RDWR);
+        writable = true;
+      } catch {
+        try {
+          fd = fs.openSync(path, fs.constants.O_RDONLY);
+        } catch {
+          fd = -1;
+        }
+      }
+      b = { fd, pins: 0, writable };
+      this.backings.set(k, b);
+    }
+    b.pins++;
+  }
+
+  unpinBacking(f: HostFrame): void {
+    if (!f.shared) return;
+    const k = `${f.shared.dev}:${f.shared.inode}`;
+    const b = this.backings.get(k);
+    if (!b) return;
+    if (--b.pins === 0) {
+      if (b.fd >= 0) fs.closeSync(b.fd);
+      this.backings.delete(k);
+    }
+  }
+
+  /**
+   * Read (data undefined) or write bytes of a frame through something that reaches the very
+   * page: the backing object, a live mapping in the current caller, the last mm that mapped it.
+   * Returns the bytes read (or `data` for a write), or undefined when nothing reaches it.
+   */
+  frameIo(f: HostFrame, offset: number, length: number, data: Uint8Array | undefined): Uint8Array | undefined {
+    if (f.shared) {
+      const b = this.backings.get(`${f.shared.dev}:${f.shared.inode}`);
+      if (b && b.fd >= 0 && (!data || b.writable)) {
+        try {
+          const pos = f.shared.fileOff + BigInt(offset);
+          if (data) {
+            if (fs.writeSync(b.fd, data, 0, length, Number(pos)) === length) return data;
+          } else {
+            const out = new Uint8Array(length);
+            if (fs.readSync(b.fd, out, 0, length, Number(pos)) === length) return out;
+          }
+        } catch {
+          /* e.g. hugetlbfs has no write(): fall back to a mapping */
+        }
+      }
+      for (const mm of [this.current, f.mm]) {
+        if (!mm || !mm.alive()) continue;
+        const va = mm.findShared(f.shared.dev, f.shared.inode, f.shared.fileOff);
+        if (va === undefined) continue;
+        const r = mm.rawIo(va + BigInt(offset), length, data);
+        if (r) return r;
+      }
+      return undefined;
+    }
+    if (!f.mm.alive()) return undefined;
+    return f.mm.rawIo(f.va + BigInt(offset), length, data);
+  }
+
+  /** Forget unpinned frames of a dead mm (its private pages can no longer be named). */
+  forgetMm(mm: HostMm): void {
+    for (const [va, f] of mm.privateFrames) if (f.pinCount === 0) mm.privateFrames.delete(va);
+  }
+
+  /**
+   * Bound the registry: when it holds more than `limit` shared frames, forget the unpinned ones
+   * not looked at in the current request (their next lookup gets a new pfn, as if the kernel had
+   * reclaimed and refaulted the page).
+   */
+  sweep(limit = 1 << 18): void {
+    if (this.frames.size <= limit) return;
+    for (const [k, f] of this.frames) if (f.pinCount === 0 && f.epoch !== this.epoch) this.frames.delete(k);
+  }
+
+  /** Close every backing fd (daemon shutdown). */
+  dispose(): void {
+    for (const b of this.backings.values()) if (b.fd >= 0) fs.closeSync(b.fd);
+    this.backings.clear();
+    this.frames.clear();
+  }
+}
+
+/**
+ * The address space of one live host process (one mm: a pid until it exits or execs). The
+ * identity proof is the shim's random secret at `secretAddr`: it is read back through the
+ * /proc/<pid>/mem fd, which keeps naming the same mm.
+ */
+export class HostMm implements AddressSpace {
+  readonly id: number;
+  lockedVm = 0;
+  pinnedVm = 0;
+  /** Frames of this mm's private pages, by VA. */
+  readonly privateFrames = new Map<bigint, HostFrame>();
+  private memFd: number;
+  private dead = false;
+  private mapsEpoch = -1;
+  private maps: Vma[] = [];
+  private aliveEpoch = -1;
+
+  constructor(
+    private readonly memory: HostMemory,
+    readonly pid: number,
+    memFd: number,
+    private readonly secretAddr: bigint,
+    private readonly secret: Uint8Array,
+  ) {
+    this.id = memory.newMmId();
+    this.memFd = memFd;
+  }
+
+  /** mmget_not_zero(): the process still runs this mm (not exited, not exec'd). */
+  alive(): boolean {
+    if (this.dead) return false;
+    if (this.aliveEpoch === this.memory.epoch) return true;
+    const buf = new Uint8Array(this.secret.length);
+    let ok = false;
+    try {
+      ok = fs.readSync(this.memFd, buf, 0, buf.length, Number(this.secretAddr)) === buf.length && Buffer.compare(buf, this.secret) === 0;
+    } catch {
+      ok = false;
+    }
+    if (!ok) {
+      this.markDead();
+      return false;
+    }
+    this.aliveEpoch = this.memory.epoch;
+    return true;
+  }
+
+  markDead(): void {
+    if (this.dead) return;
+    this.dead = true;
+    try {
+      fs.closeSync(this.memFd);
+    } catch {
+      /* already closed */
+    }
+    this.memFd = -1;
+    this.maps = [];
+    this.memory.forgetMm(this);
+  }
+
+  /** /proc/<pid>/maps, read at most once per request. */
+  mappings(): Vma[] {
+    if (this.mapsEpoch !== this.memory.epoch) {
+      let text = '';
+      try {
+        text = fs.readFileSync(`/proc/${this.pid}/maps`, 'latin1');
+      } catch {
+        text = '';
+      }
+      this.maps = parseMaps(text);
+      this.mapsEpoch = this.memory.epoch;
+    }
+    return this.maps;
+  }
+
+  /** The mapping containing `addr`, or undefined. */
+  findVma(addr: bigint): Vma | undefined {
+    const maps = this.mappings();
+    let lo = 0;
+    let hi = maps.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const v = maps[mid]!;
+      if (addr < v.start) hi = mid - 1;
+      else if (addr >= v.end) lo = mid + 1;
+      else return v;
+    }
+    return undefined;
+  }
+
+  /** A VA in this mm that maps byte `fileOff` of the shared object (dev, inode), if any. */
+  findShared(dev: string, inode: string, fileOff: bigint): bigint | undefined {
+    for (const v of this.mappings()) {
+      if (!v.shared || v.dev !== dev || v.inode !== inode) continue;
+      if (fileOff >= v.offset && fileOff < v.offset + (v.end - v.start)) return v.start + (fileOff - v.offset);
+    }
+    return undefined;
+  }
+
+  /**
+   * Why [addr, addr + length) cannot be accessed (read, or written when `write`), or undefined
+   * when every byte can. `gup` applies get_user_pages' extra rules (special mappings, FOLL_LONGTERM
+   * on file mappings that need dirty tracking).
+   */
+  private violation(addr: bigint, length: bigint, write: boolean, gup: boolean): string | undefined {
+    if (!this.alive()) return `process ${this.pid} has exited (its mm is gone)`;
+    const end = addr + length;
+    if (addr < 0n || end > TASK_SIZE) return `[${hex(addr)}, ${hex(end)}) is not a user address range`;
+    let a = addr;
+    while (a < end) {
+      const v = this.findVma(a);
+      if (!v) return `${hex(a)} is not mapped in process ${this.pid}`;
+      if (!v.read && !v.write) return `${hex(a)} is in a PROT_NONE mapping [${hex(v.start)}, ${hex(v.end)})`;
+      if (write && !v.write) return `${hex(a)} is in a read-only mapping [${hex(v.start)}, ${hex(v.end)})`;
+      if (!write && !v.read) return `${hex(a)} is in a write-only mapping [${hex(v.start)}, ${hex(v.end)})`;
+      if (gup) {
+        const cls = this.memory.classify(v);
+        if (cls === 'special') return `${hex(a)} is in the special mapping ${v.path}`;
+        if (write && this.memory.needsDirtyTracking(v))
+          return `${hex(a)} is in a shared mapping of ${v.path || 'a file'} that needs dirty tracking: no FOLL_LONGTERM write pin`;
+      }
+      a = v.end;
+    }
+    return undefined;
+  }
+
+  /** Bytes through /proc/<pid>/mem, no protection checks; undefined if the kernel refuses. */
+  rawIo(addr: bigint, length: number, data: Uint8Array | undefined): Uint8Array | undefined {
+    if (this.dead || this.memFd < 0 || addr < 0n || addr + BigInt(length) > TASK_SIZE) return undefined;
+    try {
+      if (data) {
+        let done = 0;
+        while (done < length) {
+          const n = fs.writeSync(this.memFd, data, done, length - done, Number(addr) + done);
+          if (n <= 0) return undefined;
+          done += n;
+        }
+        return data;
+      }
+      const out = new Uint8Array(length);
+      let done = 0;
+      while (done < length) {
+        const n = fs.readSync(this.memFd, out, done, length - done, Number(addr) + done);
+        if (n <= 0) return undefined;
+        done += n;
+      }
+      return out;
+    } catch {
+      return undefined;
+    }
+  }
+
+  copyFromUser(addr: bigint, length: number): Uint8Array {
+    if (length === 0) return new Uint8Array(0);
+    const v = this.violation(addr, BigInt(length), false, false);
+    if (v) fail('EFAULT', `copy_from_user of ${length} bytes at ${hex(addr)}: ${v}`);
+    const r = this.rawIo(addr, length, undefined);
+    if (!r) fail('EFAULT', `copy_from_user of ${length} bytes at ${hex(addr)}: /proc/${this.pid}/mem refused the read`);
+    return r;
+  }
+
+  copyToUser(addr: bigint, data: Uint8Array): void {
+    if (data.length === 0) return;
+    const v = this.violation(addr, BigInt(data.length), true, false);
+    if (v) fail('EFAULT', `copy_to_user of ${data.length} bytes at ${hex(addr)}: ${v}`);
+    if (!this.rawIo(addr, data.length, data))
+      fail('EFAULT', `copy_to_user of ${data.length} bytes at ${hex(addr)}: /proc/${this.pid}/mem refused the write`);
+  }
+
+  pinPages(addr: bigint, npages: number, write: boolean): PageFrame[] {
+    if (!Number.isSafeInteger(npages) || npages < 0) throw new RangeError(`pinPages: bad page count ${npages}`);
+    if (npages === 0) return [];
+    if (addr % PAGE !== 0n) throw new RangeError(`pinPages: address ${hex(addr)} is not page aligned`);
+    const what = `pin of ${npages} page${npages === 1 ? '' : 's'} at ${hex(addr)}`;
+    const v = this.violation(addr, BigInt(npages) * PAGE, write, true);
+    if (v) fail('EFAULT', `${what}: ${v}`);
+    const frames: HostFrame[] = new Array(npages);
+    let vma = this.findVma(addr)!;
+    let cls = this.memory.classify(vma);
+    for (let i = 0; i < npages; i++) {
+      const va = addr + BigInt(i) * PAGE;
+      if (va >= vma.end) {
+        vma = this.findVma(va)!;
+        cls = this.memory.classify(vma);
+      }
+      const f = this.memory.frameFor(this, vma, cls, va);
+      if (f.pinCount++ === 0) this.memory.pinBacking(f, vma);
+      frames[i] = f;
+    }
+    return frames;
+  }
+
+  unpinPages(frames: readonly PageFrame[]): void {
+    for (const pf of frames) {
+      const f = pf as HostFrame;
+      if (f.pinCount <= 0) throw new Error(`unpin of pfn ${hex(f.pfn)}, which is not pinned`);
+      if (--f.pinCount === 0) this.memory.unpinBacking(f);
+    }
+  }
+
+  lookupPage(addr: bigint, write: boolean): PageFrame {
+    const aligned = addr - (addr % PAGE);
+    const v = this.violation(aligned, PAGE, write, true);
+    if (v) fail('EFAULT', `get_user_pages at ${hex(addr)}: ${v}`);
+    const vma = this.findVma(aligned)!;
+    return this.memory.frameFor(this, vma, this.memory.classify(vma), aligned);
+  }
+}
+
+/**
+ * The caller's memory for one ioctl: the struct at `arg` arrived inline with the request (read
+ * by the shim with process_vm_readv, so `inline` holds exactly the readable bytes), and the shim
+ * probed how many of them are writable. Writes there are collected and sent back with the
+ * result; everything else goes to the process's memory directly.
+ */
+export class InlineUser {
+  private readonly bytes: Uint8Array;
+  private dirtyLo = Infinity;
+  private dirtyHi = -1;
+
+  constructor(
+    private readonly mm: HostMm,
+    readonly base: bigint,
+    inline: Uint8Array,
+    private readonly writableLen: number,
+  ) {
+    this.bytes = new Uint8Array(inline);
+  }
+
+  /** The struct bytes as they are now (after the handler's writes). */
+  get current(): Uint8Array {
+    return this.bytes;
+  }
+
+  dirty(): { off: number; bytes: Uint8Array } | undefined {
+    if (this.dirtyHi < 0) return undefined;
+    return { off: this.dirtyLo, bytes: this.bytes.subarray(this.dirtyLo, this.dirtyHi) };
+  }
+
+  copyFromUser(addr: bigint, length: number): Uint8Array {
+    if (length === 0) return new Uint8Array(0);
+    const n = this.bytes.length;
+    const off = addr - this.base;
+    if (off >= 0n && off + BigInt(length) <= BigInt(n)) {
+      const o = Number(off);
+      return this.bytes.slice(o, o + length);
+    }
+    const end = off + BigInt(length);
+    if (end <= 0n || off >= BigInt(n)) return this.mm.copyFromUser(addr, length);
+    // Straddles the inline window: the rest comes from the process.
+    const out = new Uint8Array(length);
+    for (let i = 0; i < length; ) {
+      const a = off + BigInt(i);
+      if (a >= 0n && a < BigInt(n)) {
+        const o = Number(a);
+        const take = Math.min(n - o, length - i);
+        out.set(this.bytes.subarray(o, o + take), i);
+        i += take;
+      } else {
+        const take = a < 0n ? Math.min(Number(-a), length - i) : length - i;
+        out.set(this.mm.copyFromUser(addr + BigInt(i), take), i);
+        i += take;
+      }
+    }
+    return out;
+  }
+
+  copyToUser(addr: bigint, data: Uint8Array): void {
+    if (data.length === 0) return;
+    const n = this.bytes.length;
+    const off = addr - this.base;
+    const end = off + BigInt(data.length);
+    if (end <= 0n || off >= BigInt(n)) {
+      this.mm.copyToUser(addr, data);
+      return;
+    }
+    for (let i = 0; i < data.length; ) {
+      const a = off + BigInt(i);
+      if (a >= 0n && a < BigInt(n)) {
+        const o = Number(a);
+        const take = Math.min(n - o, data.length - i);
+        if (o + take > this.writableLen)
+          fail('EFAULT', `copy_to_user of ${data.length} bytes at ${hex(addr)}: ${hex(this.base + BigInt(this.writableLen))} is not writable`);
+        this.bytes.set(data.subarray(i, i + take), o);
+        this.dirtyLo = Math.min(this.dirtyLo, o);
+        this.dirtyHi = Math.max(this.dirtyHi, o + take);
+        i += take;
+      } else {
+        const take = a < 0n ? Math.min(Number(-a), data.length - i) : data.length - i;
+        this.mm.copyToUser(addr + BigInt(i), data.subarray(i, i + take));
+        i += take;
+      }
+    }
+  }
+}
+
+export { IommuError };

@@ -1,0 +1,214 @@
+/**
+ * The wire protocol between the preload shim (shim/iommufd-shim.c) and the daemon.
+ *
+ * One AF_UNIX stream connection per emulated file. Frames, both directions, little-endian:
+ *
+ *   u32 payload length | u32 type | payload
+ *
+ * client → daemon
+ *   HELLO  (first frame of every connection; answered by ACK)
+ *          u32 magic "IOMF" | u32 version | u32 kind (0 /dev/iommu, 1 /dev/vfio/vfio, 2 spare)
+ *          u32 pid | u32 euid | i32 fd | u64 socket inode | u64 secret address | u8 secret[16]
+ *          u64 spare token
+ *   IOCTL  auth | u32 cmd | u32 flags | u64 arg | u64 spare token | i32 spare fd
+ *          u32 inline length | u32 writable length | u32 pad | inline bytes (the struct at arg)
+ *   READ / WRITE  auth | u64 user address | u64 count
+ *   POLL   auth | u32 events | u32 pad
+ *   where auth = u32 pid | u32 pad | u64 secret address | u8 secret[16]
+ *
+ * daemon → client
+ *   ACK    i32 status (0 or -errno) | u32 pad
+ *   RESULT i64 ret (>= 0, or -errno) | u32 dirty offset | u32 dirty length | i32 new fd
+ *          | u32 new fd close-on-exec | dirty bytes (to write back at arg + dirty offset)
+ *   WAKE   (empty; the file became readable; the shim skips it while waiting for a RESULT)
+ */
+
+export const FrameType = {
+  HELLO: 1,
+  IOCTL: 2,
+  READ: 3,
+  WRITE: 4,
+  POLL: 5,
+  ACK: 0x81,
+  RESULT: 0x82,
+  WAKE: 0x83,
+} as const;
+
+export const HELLO_MAGIC = 0x464d4f49;
+export const PROTO_VERSION = 1;
+export const HELLO_SIZE = 64;
+export const AUTH_SIZE = 32;
+export const IOCTL_FIXED_SIZE = AUTH_SIZE + 40;
+export const RW_SIZE = AUTH_SIZE + 16;
+export const POLL_SIZE = AUTH_SIZE + 8;
+/** The shim never inlines more than this; anything larger is a protocol violation. */
+export const INLINE_MAX = 4096;
+/** Largest payload the daemon accepts before calling the peer broken. */
+export const MAX_FRAME = IOCTL_FIXED_SIZE + INLINE_MAX;
+
+export const ConnKind = { IOMMU: 0, VFIO: 1, SPARE: 2 } as const;
+
+/** A malformed frame: the connection is dropped (its file released), nothing else is affected. */
+export class ProtocolError extends Error {}
+
+export interface Auth {
+  pid: number;
+  secretAddr: bigint;
+  secret: Buffer;
+}
+
+export interface Hello {
+  kind: number;
+  pid: number;
+  uid: number;
+  fd: number;
+  ino: bigint;
+  secretAddr: bigint;
+  secret: Buffer;
+  token: bigint;
+}
+
+export interface IoctlRequest {
+  auth: Auth;
+  cmd: number;
+  flags: number;
+  arg: bigint;
+  spareToken: bigint;
+  spareFd: number;
+  inline: Buffer;
+  writableLen: number;
+}
+
+export interface RwRequest {
+  auth: Auth;
+  addr: bigint;
+  count: bigint;
+}
+
+export interface PollRequest {
+  auth: Auth;
+  events: number;
+}
+
+export interface Frame {
+  type: number;
+  payload: Buffer;
+}
+
+/** Splits a byte stream into frames; throws ProtocolError on anything malformed. */
+export class FrameReader {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+
+  push(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+  }
+
+  next(): Frame | undefined {
+    if (this.buffered < 8) return undefined;
+    let head = this.chunks[0]!;
+    if (head.length < 8) {
+      this.coalesce();
+      head = this.chunks[0]!;
+    }
+    const len = head.readUInt32LE(0);
+    const type = head.readUInt32LE(4);
+    if (len > MAX_FRAME) throw new ProtocolError(`frame of ${len} bytes exceeds the limit of ${MAX_FRAME}`);
+    if (this.buffered < 8 + len) return undefined;
+    if (head.length < 8 + len) {
+      this.coalesce();
+      head = this.chunks[0]!;
+    }
+    const payload = head.subarray(8, 8 + len);
+    if (head.length === 8 + len) this.chunks.shift();
+    else this.chunks[0] = head.subarray(8 + len);
+    this.buffered -= 8 + len;
+    return { type, payload };
+  }
+
+  private coalesce(): void {
+    this.chunks = [Buffer.concat(this.chunks)];
+  }
+}
+
+function readAuth(p: Buffer): Auth {
+  return { pid: p.readUInt32LE(0), secretAddr: p.readBigUInt64LE(8), secret: p.subarray(16, 32) };
+}
+
+export function decodeHello(p: Buffer): Hello {
+  if (p.length !== HELLO_SIZE) throw new ProtocolError(`HELLO of ${p.length} bytes, expected ${HELLO_SIZE}`);
+  if (p.readUInt32LE(0) !== HELLO_MAGIC) throw new ProtocolError('HELLO with a bad magic');
+  const version = p.readUInt32LE(4);
+  if (version !== PROTO_VERSION) throw new ProtocolError(`protocol version ${version}, this daemon speaks ${PROTO_VERSION}`);
+  return {
+    kind: p.readUInt32LE(8),
+    pid: p.readUInt32LE(12),
+    uid: p.readUInt32LE(16),
+    fd: p.readInt32LE(20),
+    ino: p.readBigUInt64LE(24),
+    secretAddr: p.readBigUInt64LE(32),
+    secret: p.subarray(40, 56),
+    token: p.readBigUInt64LE(56),
+  };
+}
+
+export function decodeIoctl(p: Buffer): IoctlRequest {
+  if (p.length < IOCTL_FIXED_SIZE) throw new ProtocolError(`IOCTL of ${p.length} bytes`);
+  const inlineLen = p.readUInt32LE(AUTH_SIZE + 28);
+  const writableLen = p.readUInt32LE(AUTH_SIZE + 32);
+  if (inlineLen > INLINE_MAX || writableLen > inlineLen || p.length !== IOCTL_FIXED_SIZE + inlineLen)
+    throw new ProtocolError(`IOCTL with inline length ${inlineLen}, writable ${writableLen}, frame ${p.length}`);
+  return {
+    auth: readAuth(p),
+    cmd: p.readUInt32LE(AUTH_SIZE),
+    flags: p.readUInt32LE(AUTH_SIZE + 4),
+    arg: p.readBigUInt64LE(AUTH_SIZE + 8),
+    spareToken: p.readBigUInt64LE(AUTH_SIZE + 16),
+    spareFd: p.readInt32LE(AUTH_SIZE + 24),
+    inline: p.subarray(IOCTL_FIXED_SIZE),
+    writableLen,
+  };
+}
+
+export function decodeRw(p: Buffer): RwRequest {
+  if (p.length !== RW_SIZE) throw new ProtocolError(`READ/WRITE of ${p.length} bytes`);
+  return { auth: readAuth(p), addr: p.readBigUInt64LE(AUTH_SIZE), count: p.readBigUInt64LE(AUTH_SIZE + 8) };
+}
+
+export function decodePoll(p: Buffer): PollRequest {
+  if (p.length !== POLL_SIZE) throw new ProtocolError(`POLL of ${p.length} bytes`);
+  return { auth: readAuth(p), events: p.readUInt32LE(AUTH_SIZE) };
+}
+
+export function encodeAck(status: number): Buffer {
+  const b = Buffer.alloc(16);
+  b.writeUInt32LE(8, 0);
+  b.writeUInt32LE(FrameType.ACK, 4);
+  b.writeInt32LE(status, 8);
+  return b;
+}
+
+export interface ResultFrame {
+  ret: number;
+  dirtyOff?: number;
+  dirty?: Uint8Array;
+  newFd?: number;
+  newFdCloexec?: boolean;
+}
+
+export function encodeResult(r: ResultFrame): Buffer {
+  const dirtyLen = r.dirty?.length ?? 0;
+  const b = Buffer.allocUnsafe(8 + 24 + dirtyLen);
+  b.writeUInt32LE(24 + dirtyLen, 0);
+  b.writeUInt32LE(FrameType.RESULT, 4);
+  b.writeBigInt64LE(BigInt(r.ret), 8);
+  b.writeUInt32LE(r.dirtyOff ?? 0, 16);
+  b.writeUInt32LE(dirtyLen, 20);
+  b.writeInt32LE(r.newFd ?? -1, 24);
+  b.writeUInt32LE(r.newFdCloexec ? 1 : 0, 28);
+  if (dirtyLen) b.set(r.dirty!, 32);
+  return b;
+}
+
+export const WAKE_FRAME = Buffer.from([0, 0, 0, 0, FrameType.WAKE, 0, 0, 0]);

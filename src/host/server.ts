@@ -1,0 +1,480 @@
+/**
+ * The daemon: serves /dev/iommu to real processes running with the preload shim.
+ *
+ * One unix-socket connection per emulated file (an open /dev/iommu context, a fault queue fd, an
+ * access fd). The connection's end (EOF, ECONNRESET, close) is the file's release: the kernel's
+ * socket refcounting across dup, fork, close-on-exec and exit decides when that happens, exactly
+ * as it decides the last fput() of a real file. Requests are handled one at a time, in arrival
+ * order, synchronously: the emulator core is synchronous and this loop is its one big lock.
+ *
+ * A connection that sends anything malformed is dropped (its file released); a client that dies
+ * mid-call only loses its own files. Nobody but the daemon's own uid gets in: the socket lives in
+ * a 0700 directory, every connection's HELLO is checked against /proc (the claimed pid must hold
+ * the random secret it claims, run as our uid and own the socket fd it names), and every request
+ * proves its pid again. Memory access is always the requesting process's own.
+ */
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import { Errno, errnoName } from '../lib/errno.js';
+import { IommuError } from '../lib/error.js';
+import { lockdep } from '../lib/lockdep.js';
+import { IommufdCtx } from '../iommufd/context.js';
+import { POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM, type EmulatedFile, type FdTable } from '../iommufd/file.js';
+import { DEFAULT_IOCTL_OPTIONS, iommufdIoctl, type IoctlOptions } from '../iommufd/main.js';
+import { HostProcesses } from './host-task.js';
+import type { HostTask } from './host-task.js';
+import { InlineUser } from './host-memory.js';
+import {
+  ConnKind,
+  decodeHello,
+  decodeIoctl,
+  decodePoll,
+  decodeRw,
+  encodeAck,
+  encodeResult,
+  FrameReader,
+  FrameType,
+  ProtocolError,
+  WAKE_FRAME,
+  type Auth,
+  type Hello,
+  type IoctlRequest,
+} from './protocol.js';
+import { formatCall, formatIoctl } from './trace.js';
+
+/** What poll returns for files without a poll method (the kernel's DEFAULT_POLLMASK). */
+const DEFAULT_POLLMASK = POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM;
+/** The kernel clamps read/write counts to MAX_RW_COUNT. */
+const MAX_RW_COUNT = 0x7ffff000;
+
+export interface ServerOptions {
+  socketPath: string;
+  /** Receives one line per ioctl (and per open, read, write, poll, release). */
+  trace?: (line: string) => void;
+  /** Diagnostics: rejected clients, protocol errors, emulator bugs. */
+  log?: (line: string) => void;
+  ioctlOptions?: IoctlOptions;
+  /** The uid allowed to connect (default: the daemon's effective uid). */
+  uid?: number;
+}
+
+type Bound = { kind: 'ctx'; ctx: IommufdCtx } | { kind: 'file'; file: EmulatedFile };
+
+class Conn {
+  readonly reader = new FrameReader();
+  hello: Hello | undefined;
+  bound: Bound | null = null;
+  released = false;
+  rejected = false;
+  /** A WAKE frame was sent and the client has not made a request since. */
+  wakePending = false;
+  constructor(
+    readonly id: number,
+    readonly socket: net.Socket,
+  ) {}
+
+  get name(): string {
+    if (!this.bound) return 'spare';
+    return this.bound.kind === 'ctx' ? '/dev/iommu' : this.bound.file.name;
+  }
+}
+
+export interface ServerStats {
+  connections: number;
+  open: number;
+  requests: number;
+  ioctls: number;
+  protocolErrors: number;
+  rejected: number;
+}
+
+export class IommufdServer {
+  readonly procs: HostProcesses;
+  private readonly server: net.Server;
+  private readonly conns = new Set<Conn>();
+  private readonly byIno = new Map<bigint, Conn>();
+  private readonly spares = new Map<bigint, Conn>();
+  private readonly pollable = new Set<Conn>();
+  private readonly opts: IoctlOptions;
+  private nextId = 1;
+  private listening = false;
+  /** Exceptions that escaped the emulator while serving (bugs); the daemon keeps running. */
+  readonly internalErrors: unknown[] = [];
+  readonly stats: ServerStats = { connections: 0, open: 0, requests: 0, ioctls: 0, protocolErrors: 0, rejected: 0 };
+
+  constructor(private readonly options: ServerOptions) {
+    this.procs = new HostProcesses({ uid: options.uid });
+    this.opts = options.ioctlOptions ?? DEFAULT_IOCTL_OPTIONS;
+    this.server = net.createServer({ allowHalfOpen: false }, (s) => this.accept(s));
+    this.server.on('error', (e) => this.log(`server error: ${e.message}`));
+  }
+
+  get socketPath(): string {
+    return this.options.socketPath;
+  }
+
+  /** Bind the socket (removing a stale one first) and wait until it accepts connections. */
+  async listen(): Promise<void> {
+    const p = this.options.socketPath;
+    try {
+      if (fs.lstatSync(p).isSocket()) fs.unlinkSync(p);
+    } catch {
+      /* nothing there */
+    }
+    await new Promise<void>((resolve, reject) => {
+      const onError = (e: Error): void => reject(e);
+      this.server.once('error', onError);
+      this.server.listen(p, () => {
+        this.server.off('error', onError);
+        resolve();
+      });
+    });
+    fs.chmodSync(p, 0o600);
+    this.listening = true;
+  }
+
+  /** Release every file, stop listening, remove the socket. */
+  async close(): Promise<void> {
+    for (const c of [...this.conns]) {
+      this.release(c, 'daemon shutdown');
+      c.socket.destroy();
+    }
+    if (this.listening) {
+      await new Promise<void>((resolve) => this.server.close(() => resolve()));
+      this.listening = false;
+    }
+    try {
+      fs.unlinkSync(this.options.socketPath);
+    } catch {
+      /* already gone */
+    }
+    this.procs.dispose();
+  }
+
+  private log(line: string): void {
+    this.options.log?.(line);
+  }
+
+  private trace(line: string): void {
+    this.options.trace?.(line);
+  }
+
+  private accept(socket: net.Socket): void {
+    const conn = new Conn(this.nextId++, socket);
+    this.conns.add(conn);
+    this.stats.connections++;
+    this.stats.open++;
+    socket.on('data', (chunk: Buffer) => this.onData(conn, chunk));
+    socket.on('end', () => {
+      this.release(conn, 'EOF');
+      socket.destroy();
+    });
+    socket.on('error', () => this.release(conn, 'connection error'));
+    socket.on('close', () => this.release(conn, 'closed'));
+  }
+
+  private onData(conn: Conn, chunk: Buffer): void {
+    if (conn.released || conn.rejected) return;
+    try {
+      conn.reader.push(chunk);
+      let f;
+      while (!conn.released && !conn.rejected && (f = conn.reader.next())) this.handle(conn, f.type, f.payload);
+    } catch (e) {
+      if (e instanceof ProtocolError) {
+        this.stats.protocolErrors++;
+        this.log(`connection ${conn.id}: protocol error: ${e.message}; dropping it`);
+      } else {
+        this.internalErrors.push(e);
+        lockdep.resetHeld();
+        this.log(`connection ${conn.id}: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      }
+      this.release(conn, 'protocol error');
+      conn.socket.destroy();
+    }
+    this.checkWakes();
+  }
+
+  private send(conn: Conn, buf: Buffer): void {
+    if (conn.socket.destroyed || !conn.socket.writable) return;
+    conn.socket.write(buf);
+  }
+
+  private handle(conn: Conn, type: number, payload: Buffer): void {
+    this.stats.requests++;
+    if (!conn.hello) {
+      if (type !== FrameType.HELLO) throw new ProtocolError(`first frame has type ${type}, not HELLO`);
+      this.hello(conn, decodeHello(payload));
+      return;
+    }
+    conn.wakePending = false;
+    switch (type) {
+      case FrameType.IOCTL:
+        this.ioctl(conn, decodeIoctl(payload));
+        return;
+      case FrameType.READ:
+      case FrameType.WRITE:
+        this.readWrite(conn, type, payload);
+        return;
+      case FrameType.POLL:
+        this.poll(conn, payload);
+        return;
+      default:
+        throw new ProtocolError(`unexpected frame type ${type}`);
+    }
+  }
+
+  private reject(conn: Conn, errno: number, why: string): void {
+    this.stats.rejected++;
+    this.log(`connection ${conn.id} rejected: ${why}`);
+    this.trace(formatCall(conn.hello?.pid ?? 0, 'connect', -errno, why));
+    conn.rejected = true;
+    this.send(conn, encodeAck(-errno));
+    conn.socket.end();
+  }
+
+  private hello(conn: Conn, h: Hello): void {
+    conn.hello = h;
+    if (h.kind !== ConnKind.IOMMU && h.kind !== ConnKind.VFIO && h.kind !== ConnKind.SPARE) {
+      this.reject(conn, Errno.EINVAL, `unknown connection kind ${h.kind}`);
+      return;
+    }
+    try {
+      this.procs.authenticate(h.pid, h.secretAddr, h.secret);
+    } catch (e) {
+      if (!(e instanceof IommuError)) throw e;
+      this.reject(conn, e.errno, e.explanation);
+      return;
+    }
+    if (h.uid !== this.procs.uid) {
+      this.reject(conn, Errno.EACCES, `client claims uid ${h.uid}; this daemon serves uid ${this.procs.uid} only`);
+      return;
+    }
+    // The process must hold this very socket: its fd names the inode the shim announced.
+    let link = '';
+    try {
+      link = fs.readlinkSync(`/proc/${h.pid}/fd/${h.fd}`);
+    } catch {
+      link = '';
+    }
+    if (link !== `socket:[${h.ino}]` || this.byIno.has(h.ino)) {
+      this.reject(conn, Errno.EPERM, `fd ${h.fd} of process ${h.pid} is "${link}", not the socket:[${h.ino}] announced`);
+      return;
+    }
+    this.byIno.set(h.ino, conn);
+    if (h.kind === ConnKind.SPARE) {
+      if (h.token === 0n || this.spares.has(h.token)) {
+        this.reject(conn, Errno.EINVAL, 'spare connection without a fresh token');
+        return;
+      }
+      this.spares.set(h.token, conn);
+    } else {
+      conn.bound = { kind: 'ctx', ctx: new IommufdCtx('iommufd', h.kind === ConnKind.VFIO) };
+      this.trace(formatCall(h.pid, `open("${h.kind === ConnKind.VFIO ? '/dev/vfio/vfio' : '/dev/iommu'}")`, h.fd));
+    }
+    this.send(conn, encodeAck(0));
+  }
+
+  /** The task behind a request, or undefined after answering it with the refusal. */
+  private who(conn: Conn, auth: Auth, what: string): HostTask | undefined {
+    try {
+      const task = this.procs.authenticate(auth.pid, auth.secretAddr, auth.secret);
+      this.procs.memory.beginRequest(task.mm);
+      return task;
+    } catch (e) {
+      if (!(e instanceof IommuError)) throw e;
+      this.stats.rejected++;
+      this.log(`connection ${conn.id}: ${what} refused: ${e.explanation}`);
+      this.trace(formatCall(auth.pid, what, -e.errno, e.explanation));
+      this.send(conn, encodeResult({ ret: -e.errno }));
+      return undefined;
+    }
+  }
+
+  private ioctl(conn: Conn, r: IoctlRequest): void {
+    this.stats.ioctls++;
+    const task = this.who(conn, r.auth, `ioctl 0x${r.cmd.toString(16)}`);
+    if (!task) return;
+    const user = new InlineUser(task.mm, r.arg, r.inline, r.writableLen);
+    const fds = new RequestFds(this, task, r);
+    let ret: number;
+    let explanation: string | undefined;
+    const b = conn.bound;
+    if (!b || b.kind !== 'ctx') {
+      ret = -Errno.ENOTTY;
+      explanation = `${conn.name} has no ioctls`;
+    } else {
+      ret = iommufdIoctl(b.ctx, task, r.cmd, r.arg, user, fds, this.opts);
+      if (ret < 0) explanation = b.ctx.lastError?.explanation;
+    }
+    if (r.spareToken) this.spares.delete(r.spareToken);
+    const dirty = user.dirty();
+    const installed = fds.installed;
+    this.send(
+      conn,
+      encodeResult({
+        ret,
+        dirtyOff: dirty?.off,
+        dirty: dirty?.bytes,
+        newFd: installed ? installed.fd : -1,
+        newFdCloexec: installed?.cloexec,
+      }),
+    );
+    if (this.options.trace)
+      this.trace(formatIoctl({ pid: task.pid, cmd: r.cmd, arg: r.arg, before: r.inline, after: user.current, ret, explanation }));
+  }
+
+  private readWrite(conn: Conn, type: number, payload: Buffer): void {
+    const r = decodeRw(payload);
+    const op = type === FrameType.READ ? 'read' : 'write';
+    const task = this.who(conn, r.auth, op);
+    if (!task) return;
+    const count = r.count > BigInt(MAX_RW_COUNT) ? MAX_RW_COUNT : Number(r.count);
+    let ret: number;
+    let explanation: string | undefined;
+    const b = conn.bound;
+    const file = b?.kind === 'file' ? b.file : undefined;
+    const fn = file ? (type === FrameType.READ ? file.read : file.write) : undefined;
+    if (!file || !fn) {
+      ret = -Errno.EINVAL;
+      explanation = `${conn.name} does not support ${op}`;
+    } else {
+      try {
+        ret = fn.call(file, task.mm, r.addr, count);
+      } catch (e) {
+        ({ ret, explanation } = this.fileError(e, op));
+      }
+    }
+    this.send(conn, encodeResult({ ret }));
+    this.trace(formatCall(task.pid, `${op}(${conn.name}, 0x${r.addr.toString(16)}, ${count})`, ret, explanation));
+  }
+
+  private poll(conn: Conn, payload: Buffer): void {
+    const r = decodePoll(payload);
+    const task = this.who(conn, r.auth, 'poll');
+    if (!task) return;
+    const b = conn.bound;
+    let ret: number;
+    let explanation: string | undefined;
+    try {
+      ret = b?.kind === 'file' && b.file.poll ? b.file.poll() : DEFAULT_POLLMASK;
+    } catch (e) {
+      ({ ret, explanation } = this.fileError(e, 'poll'));
+    }
+    this.send(conn, encodeResult({ ret }));
+    this.trace(formatCall(task.pid, `poll(${conn.name}, 0x${r.events.toString(16)})`, ret, explanation));
+  }
+
+  private fileError(e: unknown, op: string): { ret: number; explanation: string } {
+    if (e instanceof IommuError) return { ret: -e.errno, explanation: e.explanation };
+    this.internalErrors.push(e);
+    lockdep.resetHeld();
+    const msg = e instanceof Error ? e.message : String(e);
+    this.log(`internal error in ${op}: ${msg}`);
+    return { ret: -Errno.ENOTRECOVERABLE, explanation: `internal emulator error in ${op}: ${msg}` };
+  }
+
+  /** Bind a spare connection to a file created by an ioctl. */
+  bindSpare(token: bigint, pid: number, fd: number, file: EmulatedFile): boolean {
+    const spare = this.spares.get(token);
+    if (!spare || spare.released || spare.bound || !spare.hello || spare.hello.pid !== pid || spare.hello.fd !== fd) return false;
+    spare.bound = { kind: 'file', file };
+    if (file.poll) this.pollable.add(spare);
+    return true;
+  }
+
+  unbindSpare(token: bigint): EmulatedFile | undefined {
+    const spare = this.spares.get(token);
+    if (!spare || spare.bound?.kind !== 'file') return undefined;
+    const f = spare.bound.file;
+    spare.bound = null;
+    this.pollable.delete(spare);
+    return f;
+  }
+
+  /** The emulated file behind fd `fd` of process `pid`, found through the kernel (/proc/pid/fd). */
+  fileOfFd(pid: number, fd: number): EmulatedFile | undefined {
+    let link: string;
+    try {
+      link = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      return undefined;
+    }
+    const m = /^socket:\[(\d+)\]$/.exec(link);
+    if (!m) return undefined;
+    const conn = this.byIno.get(BigInt(m[1]!));
+    return conn && !conn.released && conn.bound?.kind === 'file' ? conn.bound.file : undefined;
+  }
+
+  /** Files that became readable get a WAKE frame, so a real poll/epoll on their socket wakes up. */
+  private checkWakes(): void {
+    for (const c of this.pollable) {
+      if (c.wakePending || c.released || c.bound?.kind !== 'file') continue;
+      let mask = 0;
+      try {
+        mask = c.bound.file.poll?.() ?? 0;
+      } catch {
+        mask = 0;
+      }
+      if (mask & POLLIN) {
+        c.wakePending = true;
+        this.send(c, WAKE_FRAME);
+      }
+    }
+  }
+
+  private release(conn: Conn, why: string): void {
+    if (conn.released) return;
+    conn.released = true;
+    this.conns.delete(conn);
+    this.stats.open--;
+    this.pollable.delete(conn);
+    const h = conn.hello;
+    if (h) {
+      if (this.byIno.get(h.ino) === conn) this.byIno.delete(h.ino);
+      if (this.spares.get(h.token) === conn) this.spares.delete(h.token);
+    }
+    const b = conn.bound;
+    conn.bound = null;
+    if (!b) return;
+    this.trace(formatCall(h?.pid ?? 0, `release(${b.kind === 'ctx' ? '/dev/iommu' : b.file.name}) [${why}]`, 0));
+    try {
+      if (b.kind === 'ctx') b.ctx.put();
+      else b.file.release();
+    } catch (e) {
+      this.internalErrors.push(e);
+      lockdep.resetHeld();
+      this.log(`internal error releasing connection ${conn.id}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    }
+    this.checkWakes();
+  }
+}
+
+/** The caller's fd table during one ioctl: new files go to the shim's spare connection. */
+class RequestFds implements FdTable {
+  installed: { fd: number; cloexec: boolean; file: EmulatedFile } | undefined;
+
+  constructor(
+    private readonly server: IommufdServer,
+    private readonly task: HostTask,
+    private readonly req: IoctlRequest,
+  ) {}
+
+  install(file: EmulatedFile, cloexec: boolean): number {
+    if (this.installed || !this.req.spareToken || !this.server.bindSpare(this.req.spareToken, this.task.pid, this.req.spareFd, file))
+      throw new IommuError(Errno.EMFILE, `no spare connection from the shim to carry a new ${file.name} fd`);
+    this.installed = { fd: this.req.spareFd, cloexec, file };
+    return this.req.spareFd;
+  }
+
+  get(fd: number): EmulatedFile | undefined {
+    return this.server.fileOfFd(this.task.pid, fd);
+  }
+
+  remove(fd: number): EmulatedFile | undefined {
+    if (!this.installed || this.installed.fd !== fd) return undefined;
+    this.installed = undefined;
+    return this.server.unbindSpare(this.req.spareToken);
+  }
+}
+
+export { errnoName };
