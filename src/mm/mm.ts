@@ -225,7 +225,11 @@ export class SimMm implements AddressSpace {
     if (data.length === 0) return;
     const a = this.kernelRange('copy_to_user', addr, data.length);
     const v = this.findViolation(a, a + data.length, true);
-    if (v) fail('EFAULT', `copy_to_user of ${data.length} bytes at ${hex(addr)}: ${this.explain(v, 'copy_to_user writes to it')}`);
+    if (v) {
+      // Like the kernel's copy routines, everything before the faulting byte is stored.
+      if (v.addr > a) this.writeBytes(a, data.subarray(0, v.addr - a));
+      fail('EFAULT', `copy_to_user of ${data.length} bytes at ${hex(addr)}: ${this.explain(v, 'copy_to_user writes to it')}`);
+    }
     this.writeBytes(a, data);
   }
 
