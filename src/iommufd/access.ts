@@ -4,7 +4,7 @@
  * memory through IOVAs. The object is created by the kAPI, never by an ioctl; user space only
  * sees its id taken and released, and DESTROY on it is always EBUSY (the driver holds a reference).
  */
-import { fail, hex } from '../lib/error.js';
+import { fail, hex, IommuError } from '../lib/error.js';
 import { Lock } from '../lib/lockdep.js';
 import { PAGE_SIZE, U64_MAX } from '../lib/u64.js';
 import { IOMMU_READ, IOMMU_WRITE } from '../iommu/domain.js';
@@ -15,6 +15,7 @@ import type { IoPagetable, IoptAccess } from './io-pagetable.js';
 import { getIoas, type Ioas } from './ioas.js';
 import { IommufdObject, ObjType } from './object.js';
 import type { IoptPages } from './pages.js';
+import { selftestKnobs } from './selftest.js';
 
 /** iommufd_access_rw / pin flags (IOMMUFD_ACCESS_RW_*). */
 export const IOMMUFD_ACCESS_RW_READ = 0;
@@ -421,29 +422,87 @@ function copyFrame(frame: PageFrame, offset: number, data: Uint8Array, write: bo
   else data.set(frame.read(offset, data.length));
 }
 
-/** iopt_pages_rw_slow: page by page through existing pins, pinning the rest only for the copy. */
+/** A batch element of the pfn reader: 8 bytes of PFN and 4 of run length. */
+const BATCH_ELEMENT_BYTES = 12;
+
+/**
+ * Pin up to `n` pages from index `idx` for the duration of a copy. Like pin_user_pages, it stops
+ * at the first page that cannot be pinned and returns what it got; it fails only if that is none.
+ */
+function pinForCopy(pages: IoptPages, idx: number, n: number): PageFrame[] {
+  const mm = pages.source.mm;
+  const out: PageFrame[] = [];
+  for (let k = 0; k < n; k++) {
+    try {
+      out.push(mm.pinPages(pages.uptr + BigInt(idx + k) * PAGE_SIZE, 1, pages.writable)[0]!);
+    } catch (e) {
+      if (!out.length || !(e instanceof IommuError)) throw e;
+      break;
+    }
+  }
+  return out;
+}
+
+/**
+ * iopt_pages_rw_slow: the pfn reader gathers a batch of pages (those a domain or an access already
+ * holds, the rest pinned from the mapping mm just for the copy) and only then copies it. A page
+ * that cannot be pinned fails the call before anything of its batch is copied; with the default
+ * temporary-memory limit every range an op allows is one batch, so nothing at all is copied.
+ * The batch holds limit / 12 runs of consecutive PFNs, and pins are taken limit / 8 pages at a time.
+ */
 function pagesRwSlow(pages: IoptPages, firstIdx: number, lastIdx: number, pageOff: number, data: Uint8Array, write: boolean): void {
+  const npages = lastIdx - firstIdx + 1;
+  const limit = selftestKnobs.memoryLimit;
+  const maxRuns = Math.floor(Math.min(npages * BATCH_ELEMENT_BYTES, limit) / BATCH_ELEMENT_BYTES);
+  const pinChunk = Math.floor(Math.min(npages * 8, limit) / 8);
+  const mm = pages.source.mm;
+  // Pinned for the copy and not yet in a batch: indexes [upStart, upStart + up.length).
+  let up: PageFrame[] = [];
+  let upStart = firstIdx;
+  const batch: { frame: PageFrame; temp: boolean }[] = [];
+  const unpinBatch = (): void => {
+    mm.unpinPages(batch.filter((b) => b.temp).map((b) => b.frame));
+    batch.length = 0;
+  };
   pages.mutex.lock();
+  let idx = firstIdx;
   try {
     let done = 0;
     let offset = pageOff;
-    for (let idx = firstIdx; idx <= lastIdx; idx++) {
-      const n = Math.min(Number(PAGE_SIZE) - offset, data.length - done);
-      const chunk = data.subarray(done, done + n);
-      const pinned = pages.frameAt(idx);
-      if (pinned) copyFrame(pinned, offset, chunk, write);
-      else {
-        const [frame] = pages.source.mm.pinPages(pages.uptr + BigInt(idx) * PAGE_SIZE, 1, pages.writable);
-        try {
-          copyFrame(frame!, offset, chunk, write);
-        } finally {
-          pages.source.mm.unpinPages([frame!]);
+    while (idx <= lastIdx) {
+      let runs = 0;
+      let prevPfn = -2;
+      while (idx <= lastIdx) {
+        let frame = pages.frameAt(idx);
+        const temp = !frame;
+        if (!frame) {
+          if (idx >= upStart + up.length) {
+            let holeLast = idx;
+            while (holeLast < lastIdx && !pages.frameAt(holeLast + 1)) holeLast++;
+            up = pinForCopy(pages, idx, Math.min(holeLast - idx + 1, pinChunk));
+            upStart = idx;
+          }
+          frame = up[idx - upStart]!;
         }
+        if (frame.pfn !== prevPfn + 1) {
+          if (runs === maxRuns) break;
+          runs++;
+        }
+        prevPfn = frame.pfn;
+        batch.push({ frame, temp });
+        idx++;
       }
-      done += n;
-      offset = 0;
+      for (const { frame } of batch) {
+        const n = Math.min(Number(PAGE_SIZE) - offset, data.length - done);
+        copyFrame(frame, offset, data.subarray(done, done + n), write);
+        done += n;
+        offset = 0;
+      }
+      unpinBatch();
     }
   } finally {
+    unpinBatch();
+    if (idx < upStart + up.length) mm.unpinPages(up.slice(idx - upStart));
     pages.mutex.unlock();
   }
 }

@@ -10,6 +10,7 @@ import { Iommufd } from '../../src/api/iommufd.js';
 import { SimSyscalls } from '../../src/api/sim-syscalls.js';
 import { accessCreate, accessDestroy, IOMMUFD_ACCESS_RW_WRITE, accessIntervals } from '../../src/iommufd/access.js';
 import { SimpleFdTable } from '../../src/iommufd/file.js';
+import { selftestKnobs } from '../../src/iommufd/selftest.js';
 import { getIoas } from '../../src/iommufd/ioas.js';
 import { iommufdIoctl } from '../../src/iommufd/main.js';
 import { ObjType } from '../../src/iommufd/object.js';
@@ -621,5 +622,46 @@ describe('pins from another process (selftest fork_present / fork_gone)', () => 
       assert.equal(b.unpin(fd, item), 0);
       b.fds.close(fd);
     }
+  });
+});
+
+describe('ACCESS_RW slow path: the batch is gathered before it is copied', () => {
+  /** 3 pages at 0x200000 whose user pages are page 0 = 0x11, page 1 = 0x22 (faulted first, so not after page 0 physically), page 2 unmapped. */
+  function setup() {
+    const b = new Bin();
+    const ioas = b.ioas();
+    const va = b.p.mapAnonymous(3n * PAGE);
+    b.p.writeMem(va + PAGE, new Uint8Array(Number(PAGE)).fill(0x22));
+    b.p.writeMem(va, new Uint8Array(Number(PAGE)).fill(0x11));
+    b.map(ioas, va, 3n * PAGE, 0x200000n);
+    b.p.munmap(va + 2n * PAGE, PAGE);
+    const fd = b.createAccess(ioas, 0);
+    const src = b.p.mapAnonymous(3n * PAGE);
+    b.p.writeMem(src, new Uint8Array(Number(3n * PAGE)).fill(0x77));
+    return { b, va, fd, src };
+  }
+
+  test('a page that cannot be pinned fails the write before any byte is copied', () => {
+    const { b, va, fd, src } = setup();
+    assert.equal(b.rw(fd, 0x200000n + 0x800n, 2n * PAGE, src, MOCK_ACCESS_RW_WRITE | MOCK_ACCESS_RW_SLOW_PATH), Errno.EFAULT);
+    assert.deepEqual(b.p.readMem(va + 0x800n, 0x800), new Uint8Array(0x800).fill(0x11));
+    assert.deepEqual(b.p.readMem(va + PAGE, Number(PAGE)), new Uint8Array(Number(PAGE)).fill(0x22));
+    assert.equal(b.pinCount(va), 0);
+    assert.equal(b.pinCount(va + PAGE), 0);
+  });
+
+  test('with a one-run batch (SET_TEMP_MEMORY_LIMIT 12) the batches before the failing one are copied', () => {
+    const { b, va, fd, src } = setup();
+    const saved = selftestKnobs.memoryLimit;
+    selftestKnobs.memoryLimit = 12;
+    try {
+      assert.equal(b.rw(fd, 0x200000n + 0x800n, 2n * PAGE, src, MOCK_ACCESS_RW_WRITE | MOCK_ACCESS_RW_SLOW_PATH), Errno.EFAULT);
+    } finally {
+      selftestKnobs.memoryLimit = saved;
+    }
+    assert.deepEqual(b.p.readMem(va + 0x800n, 0x800), new Uint8Array(0x800).fill(0x77));
+    assert.deepEqual(b.p.readMem(va + PAGE, Number(PAGE)), new Uint8Array(Number(PAGE)).fill(0x22));
+    assert.equal(b.pinCount(va), 0);
+    assert.equal(b.pinCount(va + PAGE), 0);
   });
 });
