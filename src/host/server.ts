@@ -97,6 +97,9 @@ export class IommufdServer {
   private readonly pollable = new Set<Conn>();
   private readonly opts: IoctlOptions;
   private nextId = 1;
+  /** Requests received and not yet handled, in arrival order across connections. */
+  private readonly pending: { conn: Conn; type: number; payload: Buffer }[] = [];
+  private drainScheduled = false;
   private listening = false;
   /** Exceptions that escaped the emulator while serving (bugs); the daemon keeps running. */
   readonly internalErrors: unknown[] = [];
@@ -178,20 +181,45 @@ export class IommufdServer {
     try {
       conn.reader.push(chunk);
       let f;
-      while (!conn.released && !conn.rejected && (f = conn.reader.next())) this.handle(conn, f.type, f.payload);
+      while ((f = conn.reader.next())) this.pending.push({ conn, type: f.type, payload: f.payload });
     } catch (e) {
-      if (e instanceof ProtocolError) {
-        this.stats.protocolErrors++;
-        this.log(`connection ${conn.id}: protocol error: ${e.message}; dropping it`);
-      } else {
-        this.internalErrors.push(e);
-        lockdep.resetHeld();
-        this.log(`connection ${conn.id}: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      this.dropConn(conn, e);
+      return;
+    }
+    // Requests run in the check phase, after every event of this poll round: a client that closed
+    // one file and then called on another gets the close (EOF) processed first, as the kernel's
+    // synchronous release would have done.
+    if (!this.drainScheduled) {
+      this.drainScheduled = true;
+      setImmediate(() => this.drain());
+    }
+  }
+
+  private drain(): void {
+    this.drainScheduled = false;
+    const batch = this.pending.splice(0);
+    for (const { conn, type, payload } of batch) {
+      if (conn.released || conn.rejected) continue;
+      try {
+        this.handle(conn, type, payload);
+      } catch (e) {
+        this.dropConn(conn, e);
       }
-      this.release(conn, 'protocol error');
-      conn.socket.destroy();
     }
     this.checkWakes();
+  }
+
+  private dropConn(conn: Conn, e: unknown): void {
+    if (e instanceof ProtocolError) {
+      this.stats.protocolErrors++;
+      this.log(`connection ${conn.id}: protocol error: ${e.message}; dropping it`);
+    } else {
+      this.internalErrors.push(e);
+      lockdep.resetHeld();
+      this.log(`connection ${conn.id}: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    }
+    this.release(conn, 'protocol error');
+    conn.socket.destroy();
   }
 
   private send(conn: Conn, buf: Buffer): void {
