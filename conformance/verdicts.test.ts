@@ -150,3 +150,17 @@ test('the committed expected lists are the kernel verdicts the issue states, and
   const known = parseKnownDifferences(readFileSync(join(HERE, 'known-differences.txt'), 'utf8'));
   for (const e of known) assert.ok(patched.verdicts.has(e.test), `known-differences.txt line ${e.line}: no test ${e.test}`);
 });
+
+test('flaky entries: not fixed when they match, reported only where the kernel passes', () => {
+  const expected = new Map([
+    ['a.race', ok],
+    ['b.setup', notOk],
+  ]);
+  const known = parseKnownDifferences('a.race [flaky] close ordering\nb.setup [flaky] same race\n');
+  assert.ok(known.every((e) => e.flaky));
+  const cmp = compare([{ variant: 'iommufd', expected, actual: new Map(expected), partial: false }], known, { unavailable: new Map() });
+  assert.deepEqual(cmp.differences, []);
+  assert.deepEqual(cmp.fixed, []); // b.setup: the kernel fails it, so its race cannot show either way
+  assert.deepEqual(cmp.flakyMatched.map((f) => f.entry.test), ['a.race']);
+  assert.equal(parseKnownDifferences('x.y a reason mentioning [flaky] later\n')[0]!.flaky, false);
+});

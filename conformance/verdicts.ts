@@ -125,6 +125,9 @@ export interface KnownDifference {
   test: string;
   reason: string;
   line: number;
+  /** The reason starts with `[flaky]`: the test differs in some runs only (a race to fix). Such an
+   * entry is not reported as fixed when the test happens to match; the summary shows it. */
+  flaky: boolean;
 }
 
 /**
@@ -144,7 +147,7 @@ export function parseKnownDifferences(text: string, where = 'known-differences.t
     const test = colon >= 0 ? key.slice(colon + 1) : key;
     const clash = out.find((e) => e.test === test && (e.variant === undefined || variant === undefined || e.variant === variant));
     if (clash) throw new Error(`${where}:${i + 1}: ${test} is already listed on line ${clash.line}`);
-    out.push({ variant, test, reason: m[2]!, line: i + 1 });
+    out.push({ variant, test, reason: m[2]!, line: i + 1, flaky: m[2]!.startsWith('[flaky]') });
   });
   return out;
 }
@@ -185,6 +188,8 @@ export interface Comparison {
   invalid: { entry: KnownDifference; why: string }[];
   /** Variants whose run produced no verdicts. */
   notRun: string[];
+  /** Flaky entries whose test matched the kernel in this run (not a failure: see KnownDifference). */
+  flakyMatched: { variant: string; entry: KnownDifference }[];
 }
 
 function applies(e: KnownDifference, variant: string, test: string): boolean {
@@ -194,6 +199,7 @@ function applies(e: KnownDifference, variant: string, test: string): boolean {
 export function compare(runs: VariantRun[], known: KnownDifference[], env: Environment): Comparison {
   const differences: Difference[] = [];
   const notRun: string[] = [];
+  const flakyMatched: Comparison['flakyMatched'] = [];
   const stillNeeded = new Set<KnownDifference>();
   const checked = new Set<KnownDifference>();
   for (const run of runs) {
@@ -209,8 +215,17 @@ export function compare(runs: VariantRun[], known: KnownDifference[], env: Envir
       const ev = run.actual.get(test);
       if (run.partial && ev === undefined) continue;
       const entry = known.find((e) => applies(e, run.variant, test));
-      if (entry) checked.add(entry);
-      if (verdictText(kv) === verdictText(ev)) continue;
+      const same = verdictText(kv) === verdictText(ev);
+      // A flaky test that the kernel fails stops before its race can show: that run says nothing
+      // about the entry.
+      if (entry && !(entry.flaky && same && kv?.status !== 'ok')) checked.add(entry);
+      if (same) {
+        if (entry?.flaky && kv?.status === 'ok') {
+          flakyMatched.push({ variant: run.variant, entry });
+          stillNeeded.add(entry);
+        }
+        continue;
+      }
       let category: Category = 'unexpected';
       let reason: string | undefined;
       if (entry) {
@@ -232,7 +247,7 @@ export function compare(runs: VariantRun[], known: KnownDifference[], env: Envir
     else if (!allTests.has(e.test)) invalid.push({ entry: e, why: `no test ${e.test} in the expected lists` });
   }
   const fixed = known.filter((e) => checked.has(e) && !stillNeeded.has(e) && !invalid.some((i) => i.entry === e));
-  return { differences, fixed, invalid, notRun };
+  return { differences, fixed, invalid, notRun, flakyMatched };
 }
 
 /** The 22 test cases that need hugetlb pages (MAP_HUGETLB): see the selftest catalogue. */
@@ -243,4 +258,34 @@ export function needsHugetlb(test: string): boolean {
     /^iommufd_dirty_tracking\.[^.]+_huge\.[^.]+$/.test(test) ||
     /^vfio_compat_mock_domain\.[^.]+\.huge_map$/.test(test)
   );
+}
+
+/**
+ * The harness's diagnostics for each test: the lines between `#  RUN NAME ...` and the test's
+ * verdict (assertion messages such as `iommufd.c:557:alloc_hwpt_nested:Expected 0 (0) == ...`),
+ * from the merged stdout+stderr of the run, with source paths cut to the file name.
+ */
+export function tapDiagnostics(tap: string): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  let current: string | undefined;
+  let lines: string[] = [];
+  for (const raw of tap.split('\n')) {
+    const line = raw.trimEnd();
+    const run = /^#  RUN\s+(\S+) \.\.\.$/.exec(line);
+    if (run) {
+      current = run[1];
+      lines = [];
+      continue;
+    }
+    const r = RESULT_LINE.exec(line);
+    if (r) {
+      if (current === r[2] && lines.length) out.set(current!, lines);
+      current = undefined;
+      continue;
+    }
+    if (current === undefined || !line.startsWith('# ')) continue;
+    if (/^#\s+(OK|FAIL|SKIP|XFAIL|XPASS)\s+\S+$/.test(line)) continue;
+    lines.push(line.slice(2).replace(/^\/\S*\/([^/\s]+\.[ch]:)/, '$1'));
+  }
+  return out;
 }
