@@ -37,6 +37,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/select.h>
@@ -250,10 +253,23 @@ static void ensure_identity(void)
 	g_secret_pid = pid;
 }
 
+/*
+ * Bumped by every call that can change our mappings, credentials or rlimits. It rides in each
+ * request so the daemon can keep /proc/<pid>/maps (and friends) cached between requests and
+ * re-read them only when this changed. Calls glibc makes internally (malloc's mmap) are not
+ * seen; the daemon re-reads on a cache miss, which covers new mappings.
+ */
+static uint32_t g_state_gen;
+
+static void bump_state(void)
+{
+	__atomic_add_fetch(&g_state_gen, 1, __ATOMIC_RELAXED);
+}
+
 static void fill_auth(struct auth *a)
 {
 	a->pid = (uint32_t)g_secret_pid;
-	a->pad = 0;
+	a->pad = __atomic_load_n(&g_state_gen, __ATOMIC_RELAXED);
 	a->secret_addr = (uint64_t)(uintptr_t)g_secret;
 	for (size_t i = 0; i < sizeof(a->secret); i++)
 		a->secret[i] = g_secret[i];
@@ -988,4 +1004,89 @@ SHIM_EXPORT int select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, struct time
 	}
 	errno = saved;
 	return count;
+}
+
+/* ---- calls that change what the daemon caches about us ---------------------------------------- */
+
+/* Raw system calls: dlsym() here could recurse through malloc into mmap. */
+SHIM_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	long r = syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+	bump_state();
+	return (void *)r;
+}
+
+SHIM_EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	return mmap(addr, len, prot, flags, fd, off);
+}
+
+SHIM_EXPORT int munmap(void *addr, size_t len)
+{
+	int r = (int)syscall(SYS_munmap, addr, len);
+	bump_state();
+	return r;
+}
+
+SHIM_EXPORT int mprotect(void *addr, size_t len, int prot)
+{
+	int r = (int)syscall(SYS_mprotect, addr, len, prot);
+	bump_state();
+	return r;
+}
+
+SHIM_EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
+{
+	void *new_addr = NULL;
+	if (flags & MREMAP_FIXED) {
+		va_list ap;
+		va_start(ap, flags);
+		new_addr = va_arg(ap, void *);
+		va_end(ap);
+	}
+	long r = syscall(SYS_mremap, old, old_len, new_len, flags, new_addr);
+	bump_state();
+	return (void *)r;
+}
+
+SHIM_EXPORT int setrlimit(__rlimit_resource_t res, const struct rlimit *rl)
+{
+	int r = (int)syscall(SYS_setrlimit, res, rl);
+	bump_state();
+	return r;
+}
+
+SHIM_EXPORT int prlimit(pid_t pid, __rlimit_resource_t res, const struct rlimit *nl, struct rlimit *ol)
+{
+	int r = (int)syscall(SYS_prlimit64, pid, res, nl, ol);
+	bump_state();
+	return r;
+}
+
+SHIM_EXPORT int setuid(uid_t uid)
+{
+	int (*f)(uid_t) = (int (*)(uid_t))dlsym(RTLD_NEXT, "setuid");
+	int r = f ? f(uid) : -1;
+	bump_state();
+	return r;
+}
+
+SHIM_EXPORT int seteuid(uid_t uid)
+{
+	int (*f)(uid_t) = (int (*)(uid_t))dlsym(RTLD_NEXT, "seteuid");
+	int r = f ? f(uid) : -1;
+	bump_state();
+	return r;
+}
+
+SHIM_EXPORT int prctl(int option, ...)
+{
+	va_list ap;
+	va_start(ap, option);
+	unsigned long a2 = va_arg(ap, unsigned long), a3 = va_arg(ap, unsigned long);
+	unsigned long a4 = va_arg(ap, unsigned long), a5 = va_arg(ap, unsigned long);
+	va_end(ap);
+	int r = (int)syscall(SYS_prctl, option, a2, a3, a4, a5);
+	bump_state();
+	return r;
 }

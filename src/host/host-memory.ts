@@ -168,9 +168,10 @@ export class HostMemory {
   /** The mm of the task making the current request (its mappings are tried first for content). */
   current: HostMm | undefined;
 
-  beginRequest(current?: HostMm): void {
+  beginRequest(current?: HostMm, gen?: number): void {
     this.epoch++;
     this.current = current;
+    if (current && gen !== undefined) current.noteGeneration(gen, this.epoch);
     this.sweep();
   }
 
@@ -366,7 +367,8 @@ export class HostMm implements AddressSpace {
   readonly privateFrames = new Map<bigint, HostFrame>();
   private memFd: number;
   private dead = false;
-  private mapsEpoch = -1;
+  /** The request during which the cached maps were read from /proc. */
+  private mapsReadEpoch = -1;
   private maps: Vma[] = [];
   private aliveEpoch = -1;
 
@@ -413,9 +415,37 @@ export class HostMm implements AddressSpace {
     this.memory.forgetMm(this);
   }
 
-  /** /proc/<pid>/maps, read at most once per request. */
+  /**
+   * The requester told us its state generation. While it stays the same, what we read about this
+   * mm (maps here; status and rlimits in its task) stays valid across requests.
+   */
+  noteGeneration(gen: number, epoch: number): void {
+    if (gen !== this.gen) {
+      this.gen = gen;
+      this.stableSince = epoch;
+    }
+    this.notedEpoch = epoch;
+  }
+
+  /** Whether something read during request `readEpoch` is still valid in the current request. */
+  stillValid(readEpoch: number): boolean {
+    const now = this.memory.epoch;
+    return readEpoch === now || (readEpoch >= 0 && this.notedEpoch === now && readEpoch >= this.stableSince);
+  }
+
+  private gen = -1;
+  private stableSince = Number.MAX_SAFE_INTEGER;
+  private notedEpoch = -1;
+
+  /** Forget the cached maps (a lookup missed: glibc may have mapped something we did not see). */
+  refreshMappings(): Vma[] {
+    this.mapsReadEpoch = -1;
+    return this.mappings();
+  }
+
+  /** /proc/<pid>/maps, read at most once per request (or once per state generation of the requester). */
   mappings(): Vma[] {
-    if (this.mapsEpoch !== this.memory.epoch) {
+    if (!this.stillValid(this.mapsReadEpoch)) {
       let text = '';
       try {
         text = fs.readFileSync(`/proc/${this.pid}/maps`, 'latin1');
@@ -423,14 +453,24 @@ export class HostMm implements AddressSpace {
         text = '';
       }
       this.maps = parseMaps(text);
-      this.mapsEpoch = this.memory.epoch;
+      this.mapsReadEpoch = this.memory.epoch;
     }
     return this.maps;
   }
 
   /** The mapping containing `addr`, or undefined. */
   findVma(addr: bigint): Vma | undefined {
-    const maps = this.mappings();
+    const v = this.lookupVma(this.mappings(), addr);
+    if (v || this.mapsFresh()) return v;
+    return this.lookupVma(this.refreshMappings(), addr);
+  }
+
+  /** Whether the cached maps were read during this very request. */
+  private mapsFresh(): boolean {
+    return this.mapsReadEpoch === this.memory.epoch;
+  }
+
+  private lookupVma(maps: Vma[], addr: bigint): Vma | undefined {
     let lo = 0;
     let hi = maps.length - 1;
     while (lo <= hi) {

@@ -95,7 +95,8 @@ export class HostTask implements Task {
   }
 
   private currentStatus(): ProcStatus | undefined {
-    if (this.statusEpoch !== this.memory.epoch) {
+    // Cached across requests while the requester's state generation is unchanged.
+    if (!this.mm.stillValid(this.statusEpoch)) {
       try {
         this.status = readStatus(this.pid);
       } catch {
@@ -112,12 +113,19 @@ export class HostTask implements Task {
   }
 
   rlimitMemlock(): bigint {
-    try {
-      return readMemlock(this.pid);
-    } catch {
-      return 0n;
+    if (!this.mm.stillValid(this.memlockEpoch)) {
+      try {
+        this.memlock = readMemlock(this.pid);
+      } catch {
+        this.memlock = 0n;
+      }
+      this.memlockEpoch = this.memory.epoch;
     }
+    return this.memlock;
   }
+
+  private memlock = 0n;
+  private memlockEpoch = -1;
 }
 
 export interface HostProcessesOptions {

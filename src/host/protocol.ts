@@ -14,7 +14,8 @@
  *          u32 inline length | u32 writable length | u32 pad | inline bytes (the struct at arg)
  *   READ / WRITE  auth | u64 user address | u64 count
  *   POLL   auth | u32 events | u32 pad
- *   where auth = u32 pid | u32 pad | u64 secret address | u8 secret[16]
+ *   where auth = u32 pid | u32 state generation | u64 secret address | u8 secret[16]
+ *   (the generation changes whenever the client mmaps, munmaps, mprotects, or changes creds/rlimits)
  *
  * daemon → client
  *   ACK    i32 status (0 or -errno) | u32 pad
@@ -53,6 +54,8 @@ export class ProtocolError extends Error {}
 
 export interface Auth {
   pid: number;
+  /** The client's state generation: cached maps, creds and rlimits stay valid while it is unchanged. */
+  gen: number;
   secretAddr: bigint;
   secret: Buffer;
 }
@@ -133,7 +136,7 @@ export class FrameReader {
 }
 
 function readAuth(p: Buffer): Auth {
-  return { pid: p.readUInt32LE(0), secretAddr: p.readBigUInt64LE(8), secret: p.subarray(16, 32) };
+  return { pid: p.readUInt32LE(0), gen: p.readUInt32LE(4), secretAddr: p.readBigUInt64LE(8), secret: p.subarray(16, 32) };
 }
 
 export function decodeHello(p: Buffer): Hello {

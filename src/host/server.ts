@@ -306,7 +306,7 @@ export class IommufdServer {
   private who(conn: Conn, auth: Auth, what: string): HostTask | undefined {
     try {
       const task = this.procs.authenticate(auth.pid, auth.secretAddr, auth.secret);
-      this.procs.memory.beginRequest(task.mm);
+      this.procs.memory.beginRequest(task.mm, auth.gen);
       return task;
     } catch (e) {
       if (!(e instanceof IommuError)) throw e;
