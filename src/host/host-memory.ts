@@ -183,6 +183,19 @@ export class HostMemory {
     return this.frames.size;
   }
 
+  /** Frames holding long-term pins (tests: nothing stays pinned after every file is released). */
+  pinnedFrameCount(mms: Iterable<HostMm> = []): number {
+    let n = 0;
+    for (const f of this.frames.values()) if (f.pinCount > 0) n++;
+    for (const mm of mms) for (const f of mm.privateFrames.values()) if (f.pinCount > 0) n++;
+    return n;
+  }
+
+  /** Shared objects held open for pinned pages. */
+  get backingCount(): number {
+    return this.backings.size;
+  }
+
   /** The frame for one page of `vma` at `va` in `mm`; created (with a new pfn) on first sight. */
   frameFor(mm: HostMm, vma: Vma, cls: VmaClass, va: bigint): HostFrame {
     if (cls === 'private' || cls === 'huge-private') {

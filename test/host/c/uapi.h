@@ -35,7 +35,9 @@ struct iommu_ioas_iova_ranges {
 	uint32_t size; uint32_t ioas_id; uint32_t num_iovas; uint32_t __reserved;
 	uint64_t allowed_iovas; uint64_t out_iova_alignment;
 };
-#define IOMMU_HWPT_FAULT_ID_VALID (1 << 4)
+#define IOMMU_HWPT_ALLOC_NEST_PARENT (1 << 0)
+#define IOMMU_HWPT_FAULT_ID_VALID (1 << 2)
+#define IOMMU_HWPT_DATA_SELFTEST 0xdead
 struct iommu_hwpt_alloc {
 	uint32_t size; uint32_t flags; uint32_t dev_id; uint32_t pt_id; uint32_t out_hwpt_id; uint32_t __reserved;
 	uint32_t data_type; uint32_t data_len; uint64_t data_uptr; uint32_t fault_id; uint32_t __reserved2;

@@ -1,0 +1,150 @@
+/**
+ * Unmodified C programs on the emulator: the preload shim and the daemon, end to end. Each C
+ * scenario (test/host/c/hosttest.c) checks the kernel's results itself and prints "ok ..." lines;
+ * these tests also look at the daemon's side (releases, traces, pins, rejected clients).
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { compile, cleanupBuilds, haveCompiler, isRoot, runClient, startClient, startDaemon, waitFor, type Daemon } from './helpers.js';
+
+const skip = haveCompiler() ? false : 'no C compiler';
+
+describe('preload shim + daemon', { skip }, () => {
+  let d: Daemon;
+  let exe: string;
+
+  before(async () => {
+    exe = compile('hosttest');
+    d = await startDaemon();
+  });
+  after(async () => {
+    await d.close();
+    cleanupBuilds();
+  });
+
+  async function scenario(name: string, ...args: string[]): Promise<string> {
+    const r = await runClient(d, exe, [name, ...args]);
+    assert.equal(r.status, 0, `scenario ${name} failed:\n${r.stdout}${r.stderr}`);
+    assert.doesNotMatch(r.stdout, /FAIL/);
+    await waitFor(() => d.server.stats.open === 0, 'every file of the scenario to be released');
+    assert.deepEqual(d.server.internalErrors, []);
+    return r.stdout;
+  }
+
+  test('open, ioctl, read/write/poll on /dev/iommu, close, reopen, /dev/vfio/vfio', async () => {
+    const out = await scenario('basic');
+    assert.match(out, /ok basic/);
+    assert.ok(d.traces.some((l) => /IOMMU_IOAS_MAP \{flags=0x6, ioas_id=1, user_va=0x[0-9a-f]+, length=0x10000, iova=0x0\} = 0 \{iova=0x[0-9a-f]+\}/.test(l)));
+    assert.ok(d.traces.some((l) => /IOMMU_DESTROY \{id=99\} = -1 ENOENT \(.+\)/.test(l)));
+  });
+
+  test('EFAULT for NULL, unmapped, PROT_NONE, kernel and read-only (write-back) structs, inner pointers and pins; page identity', async () => {
+    const out = await scenario('efault');
+    assert.equal(out.match(/^ok /gm)?.length, 6, out);
+    assert.equal(d.server.procs.memory.pinnedFrameCount(), 0, 'the release unpinned everything');
+    assert.equal(d.server.procs.memory.backingCount, 0);
+  });
+
+  test('fault fd: FAULT_QUEUE_ALLOC, poll/ppoll/select, read, write, close', async () => {
+    await scenario('fault');
+    const out = await scenario('fault-rw');
+    assert.match(out, /blocking poll on the fault fd wakes/);
+    assert.match(out, /the release always comes first/);
+  });
+
+  test('access fd: CREATE_ACCESS, ACCESS_RW (fast and slow path), ACCESS_PAGES, the fd as an object id, close', async () => {
+    const out = await scenario('access');
+    assert.match(out, /ok access fd/);
+  });
+
+  test('fork with the inherited fd: fork_gone (EFAULT) and fork_present (the child\'s pins are our shared pages)', async () => {
+    const out = await scenario('fork');
+    assert.match(out, /ok fork_gone/);
+    assert.match(out, /ok fork_present/);
+  });
+
+  test('dup: the context is released at the last close only', async () => {
+    d.traces.length = 0;
+    await scenario('dup');
+    const lastAlloc = d.traces.findLastIndex((l) => l.includes('IOMMU_IOAS_ALLOC'));
+    const release = d.traces.findIndex((l) => l.includes('release(/dev/iommu)'));
+    assert.ok(release > lastAlloc, d.traces.join('\n'));
+    assert.equal(d.traces.filter((l) => l.includes('release(/dev/iommu)')).length, 1);
+  });
+
+  test('close-on-exec: the O_CLOEXEC context is released at exec, the other one survives into the new image', async () => {
+    d.traces.length = 0;
+    const out = await scenario('exec');
+    assert.match(out, /ok exec/);
+    const releases = d.traces.filter((l) => l.includes('release(/dev/iommu)'));
+    assert.equal(releases.length, 2);
+  });
+
+  test('exit without close releases the context, its fault queue and its pins', async () => {
+    d.traces.length = 0;
+    await scenario('noclose');
+    assert.ok(d.traces.some((l) => /release\(\/dev\/iommu\) \[EOF\]/.test(l)));
+    assert.ok(d.traces.some((l) => /release\(\[iommufd-pgfault\]\)/.test(l)));
+    assert.equal(d.server.procs.memory.pinnedFrameCount(), 0);
+  });
+
+  test('threads sharing one fd', async () => {
+    await scenario('threads');
+  });
+
+  test('a client killed mid-session (mid-call) leaves the daemon and the other clients unaffected', async () => {
+    const spin = startClient(d, exe, ['spin']);
+    await spin.waitForOutput('ok spinning');
+    const others = [runClient(d, exe, ['load', '4000']), runClient(d, exe, ['basic']), runClient(d, exe, ['fork'])];
+    await new Promise((r) => setTimeout(r, 100));
+    spin.child.kill('SIGKILL');
+    const killed = await spin.done;
+    assert.equal(killed.signal, 'SIGKILL');
+    for (const r of await Promise.all(others)) assert.equal(r.status, 0, r.stdout + r.stderr);
+    await waitFor(() => d.server.stats.open === 0, 'all released');
+    assert.deepEqual(d.server.internalErrors, []);
+    assert.equal(d.server.procs.memory.pinnedFrameCount(), 0);
+    // And the daemon still serves.
+    await scenario('basic');
+  });
+
+  test('garbage on a socket drops only that connection', async () => {
+    const errs = d.server.stats.protocolErrors;
+    const out = await scenario('garbage');
+    assert.match(out, /ok garbage/);
+    assert.equal(d.server.stats.protocolErrors, errs + 1);
+    // Raw peers: random bytes, a truncated frame and a disconnect mid-frame, an oversized length.
+    const net = await import('node:net');
+    const payloads = [
+      Buffer.from('GET / HTTP/1.0\r\n\r\n'),
+      Buffer.from([8, 0, 0, 0, 1, 0, 0]),
+      Buffer.from([0xff, 0xff, 0xff, 0x7f, 2, 0, 0, 0]),
+      Buffer.concat([Buffer.from([64, 0, 0, 0, 1, 0, 0, 0]), Buffer.alloc(64, 0xab)]),
+    ];
+    for (const p of payloads) {
+      await new Promise<void>((resolve) => {
+        const s = net.createConnection(d.socket, () => {
+          s.write(p);
+          setTimeout(() => s.destroy(), 50);
+        });
+        s.on('error', () => {});
+        s.on('close', () => resolve());
+      });
+    }
+    await waitFor(() => d.server.stats.open === 0, 'raw peers dropped');
+    assert.deepEqual(d.server.internalErrors, []);
+    await scenario('basic');
+  });
+
+  test('spoofed HELLOs: another uid, another pid, a socket the client does not hold', async () => {
+    const rejected = d.server.stats.rejected;
+    const out = await scenario('spoof');
+    assert.match(out, /ok spoofed HELLOs are refused/);
+    assert.equal(d.server.stats.rejected, rejected + 3);
+  });
+
+  test('another uid cannot connect (0700 socket directory)', { skip: isRoot() ? false : 'needs root to switch uid' }, async () => {
+    const out = await scenario('otheruid');
+    assert.match(out, /ok other uid refused/);
+  });
+});
