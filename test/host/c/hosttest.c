@@ -534,7 +534,7 @@ static int t_spin(void)
 	}
 }
 
-/* The load test's client: N rounds of a fixed mix; every result must be what it is alone. */
+/* The load test's client: N ioctls of a fixed mix; every result must be what it is alone. */
 static int t_load(int argc, char **argv)
 {
 	int n = argc > 2 ? atoi(argv[2]) : 10000;
@@ -544,7 +544,7 @@ static int t_load(int argc, char **argv)
 	struct timespec a, b;
 	clock_gettime(CLOCK_MONOTONIC, &a);
 	int calls = 0;
-	for (int i = 0; i < n; i++) {
+	for (int i = 0; calls < n; i++) {
 		switch (i % 4) {
 		case 0: {
 			uint64_t iova = 0;
