@@ -201,7 +201,20 @@ export class HostMemory {
     if (cls === 'private' || cls === 'huge-private') {
       let f = mm.privateFrames.get(va);
       if (!f) {
-        f = new HostFrame(this, `p${mm.id}:${va.toString(16)}`, this.allocPfn(cls === 'huge-private', va), cls === 'huge-private', mm, va);
+        let pfn: number;
+        if (cls === 'huge-private') {
+          // The 512 pages of one private huge page: one aligned block, found through its head.
+          const base = va - (va % HUGE_SIZE);
+          let head = mm.privateFrames.get(base);
+          if (!head) {
+            head = new HostFrame(this, `p${mm.id}:${base.toString(16)}`, this.allocHugeBlock(), true, mm, base);
+            mm.privateFrames.set(base, head);
+          }
+          pfn = head.pfn + Number((va - base) / PAGE);
+        } else {
+          pfn = this.allocPfn();
+        }
+        f = mm.privateFrames.get(va) ?? new HostFrame(this, `p${mm.id}:${va.toString(16)}`, pfn, cls === 'huge-private', mm, va);
         mm.privateFrames.set(va, f);
       }
       return f;
@@ -224,9 +237,10 @@ export class HostMemory {
         }
         pfn = headPfn + Number((fileOff - base) / PAGE);
       } else {
-        pfn = this.allocPfn(false, va);
+        pfn = this.allocPfn();
       }
       f = new HostFrame(this, key, pfn, cls === 'huge-shared', mm, va, { dev: vma.dev, inode: vma.inode, fileOff });
+      f.epoch = this.epoch;
       this.frames.set(key, f);
     } else if (mm.alive()) {
       // Remember a live mapping of it, for content access after others go.
@@ -236,11 +250,7 @@ export class HostMemory {
     return f;
   }
 
-  private allocPfn(huge: boolean, va: bigint): number {
-    if (huge) {
-      // A private hugetlb page: its own aligned block, the page at its offset in it.
-      return this.allocHugeBlock() + Number((va % HUGE_SIZE) / PAGE);
-    }
+  private allocPfn(): number {
     // Leave a hole after every frame: no two ordinary pages are physically contiguous.
     const pfn = this.nextPfn;
     this.nextPfn += 2;
@@ -356,7 +366,10 @@ export class HostMemory {
    */
   sweep(limit = 1 << 18): void {
     if (this.frames.size <= limit) return;
-    for (const [k, f] of this.frames) if (f.pinCount === 0 && f.epoch !== this.epoch) this.frames.delete(k);
+    for (const [k, f] of this.frames) {
+      // Huge pages stay: their 512 frames must keep one contiguous block.
+      if (f.pinCount === 0 && !f.compound && f.epoch !== this.epoch) this.frames.delete(k);
+    }
   }
 
   /** Close every backing fd (daemon shutdown). */

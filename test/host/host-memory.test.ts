@@ -1,0 +1,106 @@
+/** Page identities, synthetic pfns and the inline struct window of the host memory model. */
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { describe, test } from 'node:test';
+import { IommuError } from '../../src/lib/error.js';
+import { HostMemory, HostMm, InlineUser, parseMaps, type Vma } from '../../src/host/host-memory.js';
+
+const MAPS = `55d0c0a00000-55d0c0a21000 rw-p 00000000 00:00 0                          [heap]
+7f0000000000-7f0000400000 rw-s 00000000 00:10 4242                       /anon_hugepage (deleted)
+7f0000400000-7f0000410000 rw-s 00002000 00:01 77                         /dev/zero (deleted)
+7f0000410000-7f0000411000 r--p 00000000 08:01 1234                       /usr/lib/x86_64-linux-gnu/libc.so.6
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]
+7ffd000f0000-7ffd000f2000 r--p 00000000 00:00 0                          [vvar]
+`;
+
+function mm(memory: HostMemory): HostMm {
+  // A stand-in address space: its secret cannot be found, so it counts as gone once asked.
+  return new HostMm(memory, process.pid, fs.openSync('/proc/self/mem', 'r'), 0x1000n, new Uint8Array(16).fill(7));
+}
+
+describe('host memory', () => {
+  test('parseMaps', () => {
+    const v = parseMaps(MAPS);
+    assert.equal(v.length, 6);
+    assert.deepEqual(
+      { ...v[2] },
+      { start: 0x7f0000400000n, end: 0x7f0000410000n, read: true, write: true, shared: true, offset: 0x2000n, dev: '00:01', inode: '77', path: '/dev/zero (deleted)' },
+    );
+    assert.equal(v[3]!.write, false);
+    assert.equal(v[0]!.path, '[heap]');
+  });
+
+  test('classification: shared, hugetlb, private file, special', () => {
+    const memory = new HostMemory();
+    const v = parseMaps(MAPS);
+    assert.deepEqual(v.map((x) => memory.classify(x)), ['private', 'huge-shared', 'shared', 'private', 'private', 'special']);
+  });
+
+  test('shared pages are one frame in every mapping and process; private pages are per mm', () => {
+    const memory = new HostMemory();
+    const [a, b] = [mm(memory), mm(memory)];
+    const shm: Vma = parseMaps(MAPS)[2]!;
+    const other: Vma = { ...shm, start: 0x7e0000000000n, end: 0x7e0000010000n }; // same object, another VA
+    const f1 = memory.frameFor(a, shm, 'shared', shm.start + 0x3000n);
+    const f2 = memory.frameFor(b, other, 'shared', other.start + 0x3000n);
+    assert.equal(f1, f2);
+    assert.notEqual(memory.frameFor(a, shm, 'shared', shm.start + 0x4000n), f1);
+    const heap = parseMaps(MAPS)[0]!;
+    const p1 = memory.frameFor(a, heap, 'private', heap.start);
+    assert.equal(memory.frameFor(a, heap, 'private', heap.start), p1, 'stable while known');
+    assert.notEqual(memory.frameFor(b, heap, 'private', heap.start), p1, 'another mm, another page');
+  });
+
+  test('ordinary pages are never physically contiguous; hugetlb pages are 512 aligned contiguous compound frames', () => {
+    const memory = new HostMemory();
+    const a = mm(memory);
+    const heap = parseMaps(MAPS)[0]!;
+    const pfns = [0n, 1n, 2n, 3n].map((i) => memory.frameFor(a, heap, 'private', heap.start + i * 4096n).pfn);
+    for (let i = 1; i < pfns.length; i++) assert.notEqual(pfns[i], pfns[i - 1]! + 1);
+    const huge = parseMaps(MAPS)[1]!;
+    // Look pages up out of order: the block is still one.
+    const f7 = memory.frameFor(a, huge, 'huge-shared', huge.start + 7n * 4096n);
+    const f0 = memory.frameFor(a, huge, 'huge-shared', huge.start);
+    const f511 = memory.frameFor(a, huge, 'huge-shared', huge.start + 511n * 4096n);
+    assert.equal(f0.pfn % 512, 0);
+    assert.equal(f7.pfn, f0.pfn + 7);
+    assert.equal(f511.pfn, f0.pfn + 511);
+    assert.ok(f0.compound && f7.compound);
+    const second = memory.frameFor(a, huge, 'huge-shared', huge.start + 512n * 4096n);
+    assert.equal(second.pfn % 512, 0);
+    assert.notEqual(second.pfn, f0.pfn);
+    const hp: Vma = { ...heap, start: 0x7f1000000000n, end: 0x7f1000400000n };
+    const q3 = memory.frameFor(a, hp, 'huge-private', hp.start + 3n * 4096n);
+    const q0 = memory.frameFor(a, hp, 'huge-private', hp.start);
+    assert.equal(q0.pfn % 512, 0);
+    assert.equal(q3.pfn, q0.pfn + 3);
+  });
+
+  test('pins are counted per identity', () => {
+    const memory = new HostMemory();
+    const a = mm(memory);
+    const shm = parseMaps(MAPS)[2]!;
+    const f = memory.frameFor(a, shm, 'shared', shm.start);
+    f.pinCount++;
+    assert.equal(memory.pinnedFrameCount(), 1);
+    a.unpinPages([f]);
+    assert.equal(memory.pinnedFrameCount(), 0);
+    assert.throws(() => a.unpinPages([f]), /not pinned/);
+  });
+
+  test('InlineUser: the struct window serves reads, collects writes, refuses its read-only tail', () => {
+    const memory = new HostMemory();
+    const a = mm(memory);
+    const base = 0x7000_0000_1000n;
+    const inline = Uint8Array.from({ length: 24 }, (_, i) => i);
+    const u = new InlineUser(a, base, inline, 16);
+    assert.deepEqual([...u.copyFromUser(base + 4n, 4)], [4, 5, 6, 7]);
+    u.copyToUser(base + 8n, Uint8Array.of(0xaa, 0xbb));
+    assert.deepEqual(u.dirty(), { off: 8, bytes: Uint8Array.of(0xaa, 0xbb) });
+    assert.deepEqual([...u.copyFromUser(base + 8n, 2)], [0xaa, 0xbb], 'reads see earlier writes');
+    assert.throws(() => u.copyToUser(base + 14n, new Uint8Array(4)), (e: unknown) => e instanceof IommuError && e.errnoName === 'EFAULT');
+    // Past the window the process itself is asked (this stand-in mm is gone: EFAULT).
+    assert.throws(() => u.copyFromUser(base + 20n, 8), (e: unknown) => e instanceof IommuError && e.errnoName === 'EFAULT');
+    assert.equal(inline[8], 8, 'the request buffer itself is untouched');
+  });
+});
