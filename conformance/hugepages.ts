@@ -4,7 +4,7 @@
  * 128 to vm.nr_hugepages for the run and takes exactly those away afterwards, so concurrent runs
  * (and other users of huge pages) do not release pages under each other.
  */
-import { mkdirSync, readFileSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 
 export const WANT_PAGES = 128; // what the oracle VM has
 export const NEED_PAGES = 64; // the largest single mapping: 128 MiB of 2 MiB pages
@@ -29,35 +29,59 @@ function meminfo(): Map<string, number> {
 const NR = '/proc/sys/vm/nr_hugepages';
 const LOCK = '/tmp/iommufd-ts-conformance-hugepages.lock';
 
-/** Runs fn holding a host-wide lock (a directory; one older than 30 s is considered stale). */
-function withLock(fn: () => void): void {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      mkdirSync(LOCK);
-      break;
-    } catch {
-      try {
-        if (Date.now() - statSync(LOCK).mtimeMs > 30_000) rmdirSync(LOCK);
-      } catch {
-        /* gone meanwhile */
-      }
-      if (Date.now() > deadline) break; // proceed unlocked rather than hang
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
-    }
-  }
+function alive(pid: number): boolean {
   try {
-    fn();
-  } finally {
-    try {
-      rmdirSync(LOCK);
-    } catch {
-      /* not ours or gone */
-    }
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
-export function prepareHugepages(opts: { reserve: boolean }): HugepageState {
+/**
+ * Holds a host-wide lock (a file with the holder's pid; a dead holder's lock is taken over) from
+ * the reservation to the release: two conformance runs on one host take turns, so neither sees
+ * its huge pages taken by the other's tests or released under it. Returns the release function,
+ * or undefined if the lock could not be had within waitMs.
+ */
+function acquireRunLock(waitMs: number, log: (s: string) => void): (() => void) | undefined {
+  const deadline = Date.now() + waitMs;
+  let told = false;
+  for (;;) {
+    try {
+      writeFileSync(LOCK, `${process.pid}\n`, { flag: 'wx' });
+      return () => {
+        try {
+          if (readFileSync(LOCK, 'utf8').trim() === String(process.pid)) unlinkSync(LOCK);
+        } catch {
+          /* gone */
+        }
+      };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') return undefined;
+    }
+    let holder = NaN;
+    try {
+      holder = Number(readFileSync(LOCK, 'utf8').trim());
+    } catch {
+      continue; // released meanwhile
+    }
+    if (!Number.isInteger(holder) || holder <= 0 || !alive(holder)) {
+      try {
+        unlinkSync(LOCK); // stale: its holder is gone
+      } catch {
+        /* someone else took it over */
+      }
+      continue;
+    }
+    if (Date.now() > deadline) return undefined;
+    if (!told) log(`waiting for another conformance run (pid ${holder}) to give back its huge pages (${LOCK})`);
+    told = true;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 250);
+  }
+}
+
+export function prepareHugepages(opts: { reserve: boolean; lockWaitMs?: number; log?: (s: string) => void }): HugepageState {
   const none = (available: boolean, note: string): HugepageState => ({ available, note, restore: () => undefined });
   let info: Map<string, number>;
   try {
@@ -78,28 +102,27 @@ export function prepareHugepages(opts: { reserve: boolean }): HugepageState {
     );
   }
   // As root, always add our own WANT_PAGES on top of whatever is there, and later take away exactly
-  // what we added: pages another user reserved (or another conformance run, concurrently) are
-  // neither used up nor released under them. The read-modify-write of nr_hugepages is serialised
-  // between concurrent runs by a lock directory.
+  // what we added, so pages another user reserved are neither used up nor released under them.
+  // Conformance runs on one host take turns from reservation to release (acquireRunLock).
+  const unlock = acquireRunLock(opts.lockWaitMs ?? 20 * 60_000, opts.log ?? (() => undefined));
+  const lockNote = unlock ? '' : `; without the host-wide lock (${LOCK}): a concurrent run may take them`;
   let added = 0;
   let before = '';
   let writeError = '';
-  withLock(() => {
-    try {
-      before = readFileSync(NR, 'utf8').trim();
-      writeFileSync(NR, `${Number(before) + WANT_PAGES}\n`);
-      added = Number(readFileSync(NR, 'utf8').trim()) - Number(before);
-    } catch (e) {
-      writeError = ` (${NR}: ${(e as Error).message})`;
-    }
-  });
+  try {
+    before = readFileSync(NR, 'utf8').trim();
+    writeFileSync(NR, `${Number(before) + WANT_PAGES}\n`);
+    added = Number(readFileSync(NR, 'utf8').trim()) - Number(before);
+  } catch (e) {
+    writeError = ` (${NR}: ${(e as Error).message})`;
+  }
   const free1 = meminfo().get('HugePages_Free') ?? 0;
   let restored = false;
   const restore = (): string | undefined => {
-    if (added <= 0 || restored) return undefined;
+    if (restored) return undefined;
     restored = true;
-    let msg = '';
-    withLock(() => {
+    let msg: string | undefined;
+    if (added > 0) {
       try {
         const now = Number(readFileSync(NR, 'utf8').trim());
         const target = Math.max(0, now - added);
@@ -108,12 +131,13 @@ export function prepareHugepages(opts: { reserve: boolean }): HugepageState {
       } catch (e) {
         msg = `could not release the ${added} huge pages added to vm.nr_hugepages: ${(e as Error).message}`;
       }
-    });
+    }
+    unlock?.();
     return msg;
   };
   const available = free1 >= NEED_PAGES;
   const note = available
-    ? `reserved ${added} x 2 MiB huge pages for the run (vm.nr_hugepages ${before} -> ${Number(before) + added}, ${free1} free; released afterwards)`
+    ? `reserved ${added} x 2 MiB huge pages for the run (vm.nr_hugepages ${before} -> ${Number(before) + added}, ${free1} free; released afterwards${lockNote})`
     : `tried to reserve ${WANT_PAGES} x 2 MiB huge pages but only ${free1} are free (${added} added)${writeError}: memory too fragmented or too small`;
   return { available, note, restore };
 }

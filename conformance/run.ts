@@ -319,7 +319,7 @@ async function main(): Promise<number> {
   if (problem) {
     say(`run: ${problem}`);
   } else {
-    hp = prepareHugepages({ reserve: o.reserveHugepages });
+    hp = prepareHugepages({ reserve: o.reserveHugepages, log: (m) => process.stderr.write(`[conformance] ${m}\n`) });
     say(`huge pages: ${hp.note}`);
     try {
       for (const v of o.variants) {
