@@ -63,10 +63,12 @@ enum {
 	FR_WAKE = 0x83,
 };
 
-enum { KIND_IOMMU = 0, KIND_VFIO = 1, KIND_SPARE = 2 };
+enum { KIND_IOMMU = 0, KIND_VFIO = 1, KIND_SPARE = 2, KIND_ATTACH = 3 };
 
 #define HELLO_MAGIC 0x464d4f49u /* "IOMF" */
-#define PROTO_VERSION 1u
+#define PROTO_VERSION 2u
+/* Client sockets are bound to "\0iommufd-ts/<pid>/<random>": the pid tells which process connected it. */
+#define CLIENT_NAME_PREFIX "iommufd-ts/"
 #define INLINE_MAX 4096
 #define PAGE_SZ 4096ul
 #define IOMMU_FAULT_QUEUE_ALLOC_CMD 0x3b8eul
@@ -95,7 +97,9 @@ struct hello {
 	uint64_t ino;
 	uint64_t secret_addr;
 	uint8_t secret[16];
-	uint64_t token;
+	uint64_t token; /* SPARE: the token; ATTACH: the inode of the socket to join */
+	int32_t attach_fd; /* ATTACH: the fd holding that socket */
+	uint32_t pad;
 };
 
 struct ioctl_req {
@@ -467,12 +471,50 @@ static ssize_t recv_frame(int fd, uint32_t want, void *fixed, size_t fixed_len, 
 
 /* ---- connections -------------------------------------------------------------------------------- */
 
+/* Name a new client socket after this process (abstract namespace), so a copy of it in another process is recognisable. */
+static void bind_client_name(int s)
+{
+	for (int attempt = 0; attempt < 4; attempt++) {
+		uint64_t rnd = 0;
+		if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
+			rnd = ((uint64_t)time(NULL) << 20) ^ (uint64_t)(uintptr_t)&rnd ^ (uint64_t)attempt;
+		struct sockaddr_un me;
+		memset(&me, 0, sizeof(me));
+		me.sun_family = AF_UNIX;
+		int n = snprintf(me.sun_path + 1, sizeof(me.sun_path) - 1, CLIENT_NAME_PREFIX "%d/%016llx", (int)getpid(), (unsigned long long)rnd);
+		if (bind(s, (struct sockaddr *)&me, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n)) == 0 || errno != EADDRINUSE)
+			return;
+	}
+}
+
+/*
+ * The pid that connected emulated socket `fd` (from its name), or 0 if it has no such name. A
+ * socket inherited through fork (or received with SCM_RIGHTS) names another process.
+ */
+static pid_t socket_owner(int fd)
+{
+	struct sockaddr_un me;
+	socklen_t len = sizeof(me);
+	if (getsockname(fd, (struct sockaddr *)&me, &len) != 0 || len <= offsetof(struct sockaddr_un, sun_path) + 1 || me.sun_path[0] != 0)
+		return 0;
+	size_t pl = len - offsetof(struct sockaddr_un, sun_path) - 1;
+	const char *name = me.sun_path + 1;
+	size_t plen = sizeof(CLIENT_NAME_PREFIX) - 1;
+	if (pl <= plen || memcmp(name, CLIENT_NAME_PREFIX, plen) != 0)
+		return 0;
+	pid_t pid = 0;
+	for (size_t i = plen; i < pl && name[i] >= '0' && name[i] <= '9'; i++)
+		pid = pid * 10 + (name[i] - '0');
+	return pid;
+}
+
 /* Connect a new emulated file; returns the fd or -1 with errno. Called with rpc_lock held. */
-static int connect_daemon(uint32_t kind, int cloexec, uint64_t token)
+static int connect_daemon_ex(uint32_t kind, int cloexec, uint64_t token, int attach_fd)
 {
 	int s = socket(AF_UNIX, SOCK_STREAM | (cloexec ? SOCK_CLOEXEC : 0), 0);
 	if (s < 0)
 		return -1;
+	bind_client_name(s);
 	struct sockaddr_un sa;
 	memset(&sa, 0, sizeof(sa));
 	sa.sun_family = AF_UNIX;
@@ -502,6 +544,7 @@ static int connect_daemon(uint32_t kind, int cloexec, uint64_t token)
 		.ino = ino,
 		.secret_addr = (uint64_t)(uintptr_t)g_secret,
 		.token = token,
+		.attach_fd = attach_fd,
 	};
 	for (size_t i = 0; i < sizeof(h.secret); i++)
 		h.secret[i] = g_secret[i];
@@ -520,6 +563,39 @@ static int connect_daemon(uint32_t kind, int cloexec, uint64_t token)
 		return -1;
 	}
 	return s;
+}
+
+static int connect_daemon(uint32_t kind, int cloexec, uint64_t token)
+{
+	return connect_daemon_ex(kind, cloexec, token, -1);
+}
+
+/*
+ * Before a call on an emulated fd this process did not connect itself (inherited through fork,
+ * received over a socket): give it a connection of its own to the same file, installed at the same
+ * fd number with the same flags. Two processes sharing one file then never share one socket, so
+ * their concurrent calls cannot interleave; the file is still released when the last connection
+ * (the last copy in any process) is closed, as the kernel would. Called with rpc_lock held.
+ */
+static void own_connection(int fd)
+{
+	pid_t owner = socket_owner(fd);
+	if (owner == 0 || owner == g_secret_pid)
+		return;
+	struct stat st;
+	int fdflags = fcntl(fd, F_GETFD), flflags = fcntl(fd, F_GETFL);
+	if (fdflags < 0 || flflags < 0 || fstat(fd, &st) != 0)
+		return;
+	int k = connect_daemon_ex(KIND_ATTACH, 1, (uint64_t)st.st_ino, fd);
+	if (k < 0) {
+		dbg("iommufd-shim: pid %d cannot take over fd %d from pid %d: %s\n", (int)g_secret_pid, fd, (int)owner, strerror(errno));
+		return;
+	}
+	if (flflags & O_NONBLOCK)
+		fcntl(k, F_SETFL, fcntl(k, F_GETFL) | O_NONBLOCK);
+	if (dup3(k, fd, (fdflags & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0)
+		dbg("iommufd-shim: dup3: %s\n", strerror(errno));
+	close(k);
 }
 
 static int path_kind(const char *path)
@@ -646,6 +722,7 @@ static int emu_ioctl(int fd, unsigned long req, unsigned long arg)
 
 	pthread_mutex_lock(&rpc_lock);
 	ensure_identity();
+	own_connection(fd);
 	int spare = -1;
 	uint64_t token = 0;
 	if (req == IOMMU_FAULT_QUEUE_ALLOC_CMD ||
@@ -719,6 +796,7 @@ static ssize_t emu_rw(int fd, uint32_t type, uint64_t addr, size_t count)
 	int saved = errno;
 	pthread_mutex_lock(&rpc_lock);
 	ensure_identity();
+	own_connection(fd);
 	struct rw_req r = { .addr = addr, .count = count };
 	fill_auth(&r.auth);
 	struct frame_hdr fh = { .len = sizeof(r), .type = type };
@@ -772,6 +850,7 @@ static short emu_poll_mask(int fd, short events)
 	int saved = errno;
 	pthread_mutex_lock(&rpc_lock);
 	ensure_identity();
+	own_connection(fd);
 	struct poll_req r = { .events = (uint16_t)events };
 	fill_auth(&r.auth);
 	struct frame_hdr fh = { .len = sizeof(r), .type = FR_POLL };

@@ -9,7 +9,8 @@
  *   HELLO  (first frame of every connection; answered by ACK)
  *          u32 magic "IOMF" | u32 version | u32 kind (0 /dev/iommu, 1 /dev/vfio/vfio, 2 spare)
  *          u32 pid | u32 euid | i32 fd | u64 socket inode | u64 secret address | u8 secret[16]
- *          u64 spare token
+ *          u64 token (SPARE: the spare's token; ATTACH: the inode of the socket to join)
+ *          i32 attach fd (ATTACH: the caller's fd holding that socket) | u32 pad
  *   IOCTL  auth | u32 cmd | u32 flags | u64 arg | u64 spare token | i32 spare fd
  *          u32 inline length | u32 writable length | u32 pad | inline bytes (the struct at arg)
  *   READ / WRITE  auth | u64 user address | u64 count
@@ -36,8 +37,8 @@ export const FrameType = {
 } as const;
 
 export const HELLO_MAGIC = 0x464d4f49;
-export const PROTO_VERSION = 1;
-export const HELLO_SIZE = 64;
+export const PROTO_VERSION = 2;
+export const HELLO_SIZE = 72;
 export const AUTH_SIZE = 32;
 export const IOCTL_FIXED_SIZE = AUTH_SIZE + 40;
 export const RW_SIZE = AUTH_SIZE + 16;
@@ -47,7 +48,12 @@ export const INLINE_MAX = 4096;
 /** Largest payload the daemon accepts before calling the peer broken. */
 export const MAX_FRAME = IOCTL_FIXED_SIZE + INLINE_MAX;
 
-export const ConnKind = { IOMMU: 0, VFIO: 1, SPARE: 2 } as const;
+/**
+ * IOMMU/VFIO: open a new context. SPARE: a connection waiting to carry a file an ioctl creates.
+ * ATTACH: another connection to the file behind one of the caller's fds (the shim's per-process
+ * connection for a file it inherited), released with the others when the last one closes.
+ */
+export const ConnKind = { IOMMU: 0, VFIO: 1, SPARE: 2, ATTACH: 3 } as const;
 
 /** A malformed frame: the connection is dropped (its file released), nothing else is affected. */
 export class ProtocolError extends Error {}
@@ -69,6 +75,7 @@ export interface Hello {
   secretAddr: bigint;
   secret: Buffer;
   token: bigint;
+  attachFd: number;
 }
 
 export interface IoctlRequest {
@@ -153,6 +160,7 @@ export function decodeHello(p: Buffer): Hello {
     secretAddr: p.readBigUInt64LE(32),
     secret: p.subarray(40, 56),
     token: p.readBigUInt64LE(56),
+    attachFd: p.readInt32LE(64),
   };
 }
 

@@ -58,7 +58,11 @@ export interface ServerOptions {
   uid?: number;
 }
 
-type Bound = { kind: 'ctx'; ctx: IommufdCtx } | { kind: 'file'; file: EmulatedFile };
+/**
+ * The file behind a connection. Several connections share one when processes that inherited it
+ * took their own (ATTACH); `conns` counts them and the file is released with the last.
+ */
+type Bound = ({ kind: 'ctx'; ctx: IommufdCtx } | { kind: 'file'; file: EmulatedFile }) & { conns: number };
 
 class Conn {
   readonly reader = new FrameReader();
@@ -262,7 +266,7 @@ export class IommufdServer {
 
   private hello(conn: Conn, h: Hello): void {
     conn.hello = h;
-    if (h.kind !== ConnKind.IOMMU && h.kind !== ConnKind.VFIO && h.kind !== ConnKind.SPARE) {
+    if (h.kind !== ConnKind.IOMMU && h.kind !== ConnKind.VFIO && h.kind !== ConnKind.SPARE && h.kind !== ConnKind.ATTACH) {
       this.reject(conn, Errno.EINVAL, `unknown connection kind ${h.kind}`);
       return;
     }
@@ -295,8 +299,26 @@ export class IommufdServer {
         return;
       }
       this.spares.set(h.token, conn);
+    } else if (h.kind === ConnKind.ATTACH) {
+      // Join the file behind the caller's fd `attachFd`, which must hold socket `token`.
+      let held = '';
+      try {
+        held = fs.readlinkSync(`/proc/${h.pid}/fd/${h.attachFd}`);
+      } catch {
+        held = '';
+      }
+      const old = this.byIno.get(h.token);
+      if (held !== `socket:[${h.token}]` || !old || old.released || !old.bound) {
+        this.byIno.delete(h.ino);
+        this.reject(conn, Errno.EBADF, `fd ${h.attachFd} of process ${h.pid} ("${held}") is not an emulated file to attach to`);
+        return;
+      }
+      conn.bound = old.bound;
+      conn.bound.conns++;
+      if (conn.bound.kind === 'file' && conn.bound.file.poll) this.pollable.add(conn);
+      this.trace(formatCall(h.pid, `attach(${conn.name}, fd ${h.attachFd})`, 0));
     } else {
-      conn.bound = { kind: 'ctx', ctx: new IommufdCtx('iommufd', h.kind === ConnKind.VFIO) };
+      conn.bound = { kind: 'ctx', ctx: new IommufdCtx('iommufd', h.kind === ConnKind.VFIO), conns: 1 };
       this.trace(formatCall(h.pid, `open("${h.kind === ConnKind.VFIO ? '/dev/vfio/vfio' : '/dev/iommu'}")`, h.fd));
     }
     this.send(conn, encodeAck(0));
@@ -405,7 +427,7 @@ export class IommufdServer {
   bindSpare(token: bigint, pid: number, fd: number, file: EmulatedFile): boolean {
     const spare = this.spares.get(token);
     if (!spare || spare.released || spare.bound || !spare.hello || spare.hello.pid !== pid || spare.hello.fd !== fd) return false;
-    spare.bound = { kind: 'file', file };
+    spare.bound = { kind: 'file', file, conns: 1 };
     if (file.poll) this.pollable.add(spare);
     return true;
   }
@@ -464,6 +486,8 @@ export class IommufdServer {
     const b = conn.bound;
     conn.bound = null;
     if (!b) return;
+    // Another process's connection to the same file keeps it open.
+    if (--b.conns > 0) return;
     this.trace(formatCall(h?.pid ?? 0, `release(${b.kind === 'ctx' ? '/dev/iommu' : b.file.name}) [${why}]`, 0));
     try {
       if (b.kind === 'ctx') b.ctx.put();

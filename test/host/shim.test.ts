@@ -88,6 +88,17 @@ describe('preload shim + daemon', { skip }, () => {
     assert.equal(d.server.procs.memory.pinnedFrameCount(), 0);
   });
 
+  test('processes calling at once on one inherited fd each get their own connection; the file lives until the last copy closes', async () => {
+    d.traces.length = 0;
+    const out = await scenario('shared');
+    assert.match(out, /ok 5 processes calling at once/);
+    assert.match(out, /ok the context lives on in the child/);
+    assert.equal(d.traces.filter((l) => l.includes('attach(/dev/iommu')).length, 5, 'four children, then the late child');
+    const releases = d.traces.filter((l) => l.includes('release(/dev/iommu)'));
+    assert.equal(releases.length, 1);
+    assert.ok(d.traces.indexOf(releases[0]!) > d.traces.map((l) => l.includes('IOMMU_IOAS_IOVA_RANGES')).lastIndexOf(true));
+  });
+
   test('threads sharing one fd', async () => {
     await scenario('threads');
   });

@@ -577,6 +577,62 @@ static int t_load(int argc, char **argv)
 	return 0;
 }
 
+/* Processes sharing one inherited fd, all calling at once; then a child outliving the parent's close. */
+static void shared_rounds(int fd, int rounds)
+{
+	for (int i = 0; i < rounds; i++) {
+		struct iommu_ioas_alloc a = { .size = sizeof(a) };
+		CHECK(ioctl(fd, IOMMU_IOAS_ALLOC, &a) == 0 && a.out_ioas_id > 1, "alloc");
+		CHECK(destroy(fd, a.out_ioas_id) == 0, "destroy %u", a.out_ioas_id);
+		EXPECT_ERR(destroy(fd, 100000), ENOENT);
+		struct iommu_iova_range r[2];
+		struct iommu_ioas_iova_ranges rr = { .size = sizeof(rr), .ioas_id = 1, .num_iovas = 2, .allowed_iovas = (uintptr_t)r };
+		CHECK(ioctl(fd, IOMMU_IOAS_IOVA_RANGES, &rr) == 0 && rr.num_iovas == 1 && r[0].last == UINT64_MAX, "ranges");
+	}
+}
+
+static int t_shared(void)
+{
+	int fd = open_iommu();
+	CHECK(ioas_alloc(fd) == 1, "IOAS 1");
+	pid_t kids[4];
+	for (int k = 0; k < 4; k++) {
+		kids[k] = fork();
+		if (kids[k] == 0) {
+			shared_rounds(fd, 2000);
+			_exit(0);
+		}
+	}
+	shared_rounds(fd, 2000);
+	for (int k = 0; k < 4; k++) {
+		int st;
+		waitpid(kids[k], &st, 0);
+		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d", k);
+	}
+	OK("5 processes calling at once on one inherited fd");
+
+	int go[2];
+	CHECK(pipe(go) == 0, "pipe");
+	pid_t c = fork();
+	if (c == 0) {
+		char x;
+		CHECK(read(go[0], &x, 1) == 1, "wait");
+		shared_rounds(fd, 10);
+		CHECK(close(fd) == 0, "child close");
+		_exit(0);
+	}
+	CHECK(close(fd) == 0, "parent close");
+	printf("parent-closed\n");
+	fflush(stdout);
+	usleep(100 * 1000);
+	CHECK(write(go[1], "x", 1) == 1, "go");
+	int st;
+	waitpid(c, &st, 0);
+	CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child after the parent's close");
+	OK("the context lives on in the child after the parent's close");
+	return 0;
+}
+
 /* Threads sharing one fd: the shim serialises their calls. */
 static int g_fd;
 static void *thread_fn(void *arg)
@@ -626,6 +682,8 @@ struct hello {
 	uint64_t ino, secret_addr;
 	uint8_t secret[16];
 	uint64_t token;
+	int32_t attach_fd;
+	uint32_t pad;
 };
 static uint8_t my_secret[16] = "0123456789abcdef";
 
@@ -639,7 +697,7 @@ static int raw_hello(uint32_t pid, uint32_t uid, int fd_override, int32_t *statu
 	struct stat st;
 	fstat(s, &st);
 	struct { uint32_t len, type; struct hello h; } f = { sizeof(struct hello), 1,
-		{ 0x464d4f49, 1, 0, pid, uid, fd_override >= 0 ? fd_override : s, st.st_ino, (uintptr_t)my_secret, { 0 }, 0 } };
+		{ 0x464d4f49, 2, 0, pid, uid, fd_override >= 0 ? fd_override : s, st.st_ino, (uintptr_t)my_secret, { 0 }, 0, -1, 0 } };
 	memcpy(f.h.secret, my_secret, 16);
 	CHECK(send(s, &f, sizeof(f), MSG_NOSIGNAL) == sizeof(f), "send hello");
 	struct { uint32_t len, type; int32_t status, pad; } ack;
@@ -703,6 +761,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "spin")) return t_spin();
 	if (!strcmp(m, "load")) return t_load(argc, argv);
 	if (!strcmp(m, "threads")) return t_threads();
+	if (!strcmp(m, "shared")) return t_shared();
 	if (!strcmp(m, "garbage")) return t_garbage();
 	if (!strcmp(m, "spoof")) return t_spoof();
 	if (!strcmp(m, "otheruid")) return t_otheruid();
