@@ -105,7 +105,7 @@ struct hello {
 struct ioctl_req {
 	struct auth auth;
 	uint32_t cmd;
-	uint32_t flags;
+	uint32_t id_ino; /* IOMMU_TEST_CMD naming an access fd in `id`: that fd's socket inode (a hint) */
 	uint64_t arg;
 	uint64_t spare_token;
 	int32_t spare_fd;
@@ -736,8 +736,19 @@ static int emu_ioctl(int fd, unsigned long req, unsigned long arg)
 			token = 0;
 	}
 
+	uint32_t id_ino = 0;
+	if (req == IOMMU_TEST_CMD_CMD && inl_len >= 12) {
+		/* Ops whose `id` is an access fd: tell the daemon which socket that fd is now. */
+		uint32_t op = *(uint32_t *)(inl + 4);
+		if (op == 6 || op == 7 || op == 8 || op == 11) {
+			struct stat st;
+			if (fstat((int)*(uint32_t *)(inl + 8), &st) == 0 && S_ISSOCK(st.st_mode) && st.st_ino <= UINT32_MAX)
+				id_ino = (uint32_t)st.st_ino;
+		}
+	}
 	struct ioctl_req r = {
 		.cmd = (uint32_t)req,
+		.id_ino = id_ino,
 		.arg = (uint64_t)arg,
 		.spare_token = token,
 		.spare_fd = spare,

@@ -428,6 +428,11 @@ export class HostMm implements AddressSpace {
     return true;
   }
 
+  /** The process just sent us a request carrying its secret: it is alive for this request. */
+  requesting(): void {
+    if (!this.dead) this.aliveEpoch = this.memory.epoch;
+  }
+
   markDead(): void {
     if (this.dead) return;
     this.dead = true;

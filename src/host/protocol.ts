@@ -11,7 +11,7 @@
  *          u32 pid | u32 euid | i32 fd | u64 socket inode | u64 secret address | u8 secret[16]
  *          u64 token (SPARE: the spare's token; ATTACH: the inode of the socket to join)
  *          i32 attach fd (ATTACH: the caller's fd holding that socket) | u32 pad
- *   IOCTL  auth | u32 cmd | u32 flags | u64 arg | u64 spare token | i32 spare fd
+ *   IOCTL  auth | u32 cmd | u32 id inode | u64 arg | u64 spare token | i32 spare fd
  *          u32 inline length | u32 writable length | u32 pad | inline bytes (the struct at arg)
  *   READ / WRITE  auth | u64 user address | u64 count
  *   POLL   auth | u32 events | u32 pad
@@ -81,7 +81,11 @@ export interface Hello {
 export interface IoctlRequest {
   auth: Auth;
   cmd: number;
-  flags: number;
+  /**
+   * For IOMMU_TEST_CMD ops whose `id` is an access fd: the socket inode that fd is (fstat in the
+   * shim), 0 otherwise. A hint: the daemon trusts it only for connections this very task opened.
+   */
+  idIno: number;
   arg: bigint;
   spareToken: bigint;
   spareFd: number;
@@ -173,7 +177,7 @@ export function decodeIoctl(p: Buffer): IoctlRequest {
   return {
     auth: readAuth(p),
     cmd: p.readUInt32LE(AUTH_SIZE),
-    flags: p.readUInt32LE(AUTH_SIZE + 4),
+    idIno: p.readUInt32LE(AUTH_SIZE + 4),
     arg: p.readBigUInt64LE(AUTH_SIZE + 8),
     spareToken: p.readBigUInt64LE(AUTH_SIZE + 16),
     spareFd: p.readInt32LE(AUTH_SIZE + 24),

@@ -67,6 +67,8 @@ type Bound = ({ kind: 'ctx'; ctx: IommufdCtx } | { kind: 'file'; file: EmulatedF
 class Conn {
   readonly reader = new FrameReader();
   hello: Hello | undefined;
+  /** The task (pid + mm) that opened this connection, verified at HELLO. */
+  opener: HostTask | undefined;
   bound: Bound | null = null;
   released = false;
   rejected = false;
@@ -271,7 +273,7 @@ export class IommufdServer {
       return;
     }
     try {
-      this.procs.authenticate(h.pid, h.secretAddr, h.secret);
+      conn.opener = this.procs.authenticate(h.pid, h.secretAddr, h.secret);
     } catch (e) {
       if (!(e instanceof IommuError)) throw e;
       this.reject(conn, e.errno, e.explanation);
@@ -329,6 +331,7 @@ export class IommufdServer {
     try {
       const task = this.procs.authenticate(auth.pid, auth.secretAddr, auth.secret);
       this.procs.memory.beginRequest(task.mm, auth.gen);
+      task.mm.requesting();
       return task;
     } catch (e) {
       if (!(e instanceof IommuError)) throw e;
@@ -442,7 +445,13 @@ export class IommufdServer {
   }
 
   /** The emulated file behind fd `fd` of process `pid`, found through the kernel (/proc/pid/fd). */
-  fileOfFd(pid: number, fd: number): EmulatedFile | undefined {
+  fileOfFd(pid: number, fd: number, task?: HostTask, inoHint?: number): EmulatedFile | undefined {
+    if (task && inoHint) {
+      // The shim's fstat of that fd: believed for connections this very task opened (so it held
+      // the socket); anything else is looked up through /proc.
+      const conn = this.byIno.get(BigInt(inoHint));
+      if (conn && conn.opener === task && !conn.released && conn.bound?.kind === 'file') return conn.bound.file;
+    }
     let link: string;
     try {
       link = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
@@ -519,7 +528,8 @@ class RequestFds implements FdTable {
   }
 
   get(fd: number): EmulatedFile | undefined {
-    return this.server.fileOfFd(this.task.pid, fd);
+    const hint = this.req.idIno && this.req.inline.length >= 12 && this.req.inline.readUInt32LE(8) === fd ? this.req.idIno : undefined;
+    return this.server.fileOfFd(this.task.pid, fd, this.task, hint);
   }
 
   remove(fd: number): EmulatedFile | undefined {
