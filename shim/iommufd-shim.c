@@ -158,8 +158,18 @@ static int debug;
 static pthread_mutex_t rpc_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
-/* The per-process identity the daemon verifies by reading it back from our memory. */
-static volatile uint8_t g_secret[16] __attribute__((aligned(16)));
+/*
+ * The per-process identity the daemon verifies by reading it back from our memory, followed by
+ * the state generation (below), so that one read of 20 bytes through /proc/<pid>/mem tells the
+ * daemon both that this process (this mm) is still there and whether its mappings may have
+ * changed, even while it is not the one making requests (a harness parent that mapped a buffer).
+ */
+static struct {
+	volatile uint8_t secret[16];
+	uint32_t gen;
+} g_ident __attribute__((aligned(32)));
+#define g_secret g_ident.secret
+#define g_state_gen g_ident.gen
 static pid_t g_secret_pid;
 static pid_t g_ptracer_pid;
 
@@ -263,8 +273,6 @@ static void ensure_identity(void)
  * re-read them only when this changed. Calls glibc makes internally (malloc's mmap) are not
  * seen; the daemon re-reads on a cache miss, which covers new mappings.
  */
-static uint32_t g_state_gen;
-
 static void bump_state(void)
 {
 	__atomic_add_fetch(&g_state_gen, 1, __ATOMIC_RELAXED);

@@ -413,10 +413,12 @@ export class HostMm implements AddressSpace {
   alive(): boolean {
     if (this.dead) return false;
     if (this.aliveEpoch === this.memory.epoch) return true;
-    const buf = new Uint8Array(this.secret.length);
+    // The shim keeps its state generation right after the secret: one read gives both.
+    const n = this.secret.length;
+    const buf = Buffer.alloc(n + 4);
     let ok = false;
     try {
-      ok = fs.readSync(this.memFd, buf, 0, buf.length, Number(this.secretAddr)) === buf.length && Buffer.compare(buf, this.secret) === 0;
+      ok = fs.readSync(this.memFd, buf, 0, buf.length, Number(this.secretAddr)) === buf.length && buf.subarray(0, n).equals(this.secret);
     } catch {
       ok = false;
     }
@@ -425,6 +427,7 @@ export class HostMm implements AddressSpace {
       return false;
     }
     this.aliveEpoch = this.memory.epoch;
+    if (this !== this.memory.current) this.noteGeneration(buf.readUInt32LE(n), this.memory.epoch);
     return true;
   }
 
