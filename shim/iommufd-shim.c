@@ -29,6 +29,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -155,6 +156,8 @@ static struct {
 static char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static size_t sock_path_len;
 static int debug;
+/* How long to poll for an answer before blocking (spin_until_readable). */
+static int64_t spin_ns = 30000;
 static pthread_mutex_t rpc_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
@@ -207,6 +210,9 @@ static void init(void)
 	}
 	const char *d = getenv("IOMMUFD_TS_SHIM_DEBUG");
 	debug = d && *d && *d != '0';
+	const char *sp = getenv("IOMMUFD_TS_SPIN_US");
+	if (sp && *sp)
+		spin_ns = (int64_t)atoi(sp) * 1000;
 	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 	errno = saved;
 }
@@ -408,6 +414,29 @@ static int sendv_all(int fd, struct iovec *iov, int cnt)
 	return r;
 }
 
+/*
+ * Before blocking for the daemon's answer, poll for it for a little while (IOMMUFD_TS_SPIN_US,
+ * default 30 µs): answers usually take about that long, and a CPU that went idle in between
+ * takes tens of microseconds to wake up again (in a VM). The spin yields the CPU each round.
+ */
+static void spin_until_readable(int fd)
+{
+	if (spin_ns <= 0)
+		return;
+	struct timespec t0, t;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		char c;
+		ssize_t r = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+		if (r != -1 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+			return;
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if ((t.tv_sec - t0.tv_sec) * 1000000000LL + (t.tv_nsec - t0.tv_nsec) > spin_ns)
+			return;
+		sched_yield();
+	}
+}
+
 /* Returns 0, or -1 with errno (EIO at EOF). */
 static int recv_all(int fd, void *buf, size_t n)
 {
@@ -452,6 +481,7 @@ static int discard(int fd, size_t n)
  */
 static ssize_t recv_frame(int fd, uint32_t want, void *fixed, size_t fixed_len, void *extra, size_t extra_cap)
 {
+	spin_until_readable(fd);
 	for (;;) {
 		struct frame_hdr h;
 		if (recv_all(fd, &h, sizeof(h)))

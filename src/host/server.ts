@@ -15,6 +15,7 @@
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { Errno, errnoName } from '../lib/errno.js';
 import { IommuError } from '../lib/error.js';
 import { lockdep } from '../lib/lockdep.js';
@@ -56,6 +57,12 @@ export interface ServerOptions {
   ioctlOptions?: IoctlOptions;
   /** The uid allowed to connect (default: the daemon's effective uid). */
   uid?: number;
+  /**
+   * After a request, keep the event loop polling (instead of sleeping in epoll) for this many
+   * microseconds, so the next request of a chatty client is picked up without a wake-up of an idle
+   * CPU (tens of microseconds in a VM). 0 disables it. Default 200.
+   */
+  spinMicros?: number;
 }
 
 /**
@@ -213,6 +220,24 @@ export class IommufdServer {
       }
     }
     this.checkWakes();
+    this.spin();
+  }
+
+  private lastActivity = 0;
+  private spinning = false;
+
+  /** Adaptive polling: setImmediate makes libuv poll with a zero timeout while it is pending. */
+  private spin(): void {
+    const window = this.options.spinMicros ?? 200;
+    if (window <= 0) return;
+    this.lastActivity = performance.now();
+    if (this.spinning) return;
+    this.spinning = true;
+    const tick = (): void => {
+      if (this.listening && performance.now() - this.lastActivity < window / 1000) setImmediate(tick);
+      else this.spinning = false;
+    };
+    setImmediate(tick);
   }
 
   private dropConn(conn: Conn, e: unknown): void {
