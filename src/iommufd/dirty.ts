@@ -37,14 +37,20 @@ function checkRange(iopt: IoPagetable, c: IommuHwptGetDirtyBitmap): void {
 }
 
 /**
- * Sets bits of the user bitmap, read-modify-write through user memory. Like the kernel, which
- * writes through pinned pages of the bitmap, it only ever sets bits, and a bitmap it cannot
- * reach just loses them.
+ * Sets bits of the user bitmap. Like the kernel, which writes through pinned pages of the bitmap,
+ * it only ever sets bits, and bits in a page of the bitmap it cannot reach are lost. Bits are
+ * collected per 4 KiB page of the bitmap and written with one read-modify-write per page at the
+ * end (nothing else can observe the bitmap during the call).
  */
 class UserBitmap implements DirtySink {
   private readonly shift: bigint;
   /** One past the last bit that lies in a page the bitmap touches. */
-  private readonly bitLimit: bigint;
+  private readonly bitLimit: number;
+  /** OR masks per page of the bitmap, indexed from the page holding `data`. */
+  private readonly pages = new Map<number, Uint8Array>();
+  private readonly firstPage: bigint;
+  /** Offset of `data` inside its page. */
+  private readonly lead: number;
 
   constructor(
     private readonly user: UserAccess,
@@ -57,27 +63,49 @@ class UserBitmap implements DirtySink {
     const nbits = (length + pageSize - 1n) >> this.shift;
     const endByte = data + ((nbits + 63n) / 64n) * 8n;
     const pageEnd = (endByte + 4095n) & ~4095n;
-    this.bitLimit = (pageEnd - data) * 8n;
+    this.bitLimit = Number((pageEnd - data) * 8n);
+    this.firstPage = data & ~4095n;
+    this.lead = Number(data - this.firstPage);
   }
 
   record(iova: bigint, length: bigint): void {
-    let first = (iova - this.base) >> this.shift;
-    let last = (iova + length - 1n - this.base) >> this.shift;
-    if (first < 0n) first = 0n;
-    if (last >= this.bitLimit) last = this.bitLimit - 1n;
+    let first = Number((iova - this.base) >> this.shift);
+    let last = Number((iova + length - 1n - this.base) >> this.shift);
+    if (first < 0) first = 0;
+    if (last >= this.bitLimit) last = this.bitLimit - 1;
     for (let bit = first; bit <= last; ) {
-      const byteAddr = this.data + bit / 8n;
+      const byte = this.lead + (bit >>> 3);
+      const page = byte >>> 12;
+      let mask = this.pages.get(page);
+      if (!mask) this.pages.set(page, (mask = new Uint8Array(4096)));
+      const inPage = byte & 4095;
+      if ((bit & 7) === 0 && last - bit >= 7) {
+        // Whole bytes at a time.
+        const bytes = Math.min((last - bit + 1) >>> 3, 4096 - inPage);
+        mask.fill(0xff, inPage, inPage + bytes);
+        bit += bytes * 8;
+      } else {
+        mask[inPage]! |= 1 << (bit & 7);
+        bit++;
+      }
+    }
+  }
+
+  /** Write the collected bits; a page of the bitmap that faults loses its bits. */
+  flush(): void {
+    for (const [page, mask] of this.pages) {
+      let lo = 0;
+      while (lo < 4096 && mask[lo] === 0) lo++;
+      let hi = 4096;
+      while (hi > lo && mask[hi - 1] === 0) hi--;
+      if (lo >= hi) continue;
+      const addr = this.firstPage + BigInt(page) * 4096n + BigInt(lo);
       try {
-        const b = this.user.copyFromUser(byteAddr, 1);
-        let v = b[0]!;
-        while (bit <= last && this.data + bit / 8n === byteAddr) {
-          v |= 1 << Number(bit % 8n);
-          bit++;
-        }
-        this.user.copyToUser(byteAddr, Uint8Array.of(v));
+        const cur = this.user.copyFromUser(addr, hi - lo);
+        for (let i = 0; i < cur.length; i++) cur[i]! |= mask[lo + i]!;
+        this.user.copyToUser(addr, cur);
       } catch (e) {
         if (!(e instanceof IommuError)) throw e;
-        bit = (bit / 8n + 1n) * 8n;
       }
     }
   }
@@ -115,4 +143,5 @@ export function readAndClearDirtyBitmap(
   } finally {
     iopt.iovaRwsem.unlock();
   }
+  sink.flush();
 }
