@@ -174,6 +174,18 @@ static struct {
 #define g_secret g_ident.secret
 #define g_state_gen g_ident.gen
 static pid_t g_secret_pid;
+/* getpid() cached: the hot path asks for it several times per call; reset in a fork child. */
+static pid_t g_pid;
+
+static pid_t my_pid(void)
+{
+	pid_t p = __atomic_load_n(&g_pid, __ATOMIC_RELAXED);
+	if (!p) {
+		p = getpid();
+		__atomic_store_n(&g_pid, p, __ATOMIC_RELAXED);
+	}
+	return p;
+}
 static pid_t g_ptracer_pid;
 
 static void resolve(void)
@@ -196,6 +208,7 @@ static void atfork_child(void)
 {
 	pthread_mutex_init(&rpc_lock, NULL);
 	g_secret_pid = 0; /* a new process: new secret on first use */
+	g_pid = 0;
 	g_ptracer_pid = 0;
 }
 
@@ -248,7 +261,7 @@ static void dbg(const char *fmt, ...)
 
 static void ensure_identity(void)
 {
-	pid_t pid = getpid();
+	pid_t pid = my_pid();
 	if (g_secret_pid == pid)
 		return;
 	uint8_t tmp[16];
@@ -296,7 +309,7 @@ static void fill_auth(struct auth *a)
 /* Yama (ptrace_scope 1): let the daemon read our memory even when it is not our ancestor. */
 static void allow_daemon_ptrace(int s)
 {
-	pid_t pid = getpid();
+	pid_t pid = my_pid();
 	if (g_ptracer_pid == pid)
 		return;
 	struct ucred cr;
@@ -330,7 +343,7 @@ static size_t self_rw(int write, void *local, uint64_t addr, size_t n)
 	}
 	l.iov_base = local;
 	l.iov_len = off;
-	ssize_t got = write ? process_vm_writev(getpid(), &l, 1, r, nv, 0) : process_vm_readv(getpid(), &l, 1, r, nv, 0);
+	ssize_t got = write ? process_vm_writev(my_pid(), &l, 1, r, nv, 0) : process_vm_readv(my_pid(), &l, 1, r, nv, 0);
 	return got < 0 ? 0 : (size_t)got;
 }
 
@@ -740,21 +753,64 @@ SHIM_EXPORT int __openat64_2(int dirfd, const char *path, int flags) { return op
 
 /* ---- ioctl ----------------------------------------------------------------------------------- */
 
+/*
+ * Whether the daemon must know in advance how much of the struct is writable: commands that create
+ * or pin something and must undo it when the write-back faults. For every other command the write
+ * back comes last and a fault there is simply EFAULT with the effect kept, which the shim can tell
+ * by itself. IOMMU_TEST_CMD ops that respond: MOCK_DOMAIN(_FLAGS), MOCK_DOMAIN_REPLACE,
+ * CREATE_ACCESS, ACCESS_PAGES, DIRTY.
+ */
+static int needs_write_probe(unsigned long req, const uint8_t *inl, size_t inl_len)
+{
+	unsigned nr = (unsigned)(req & 0xff);
+	if ((req & ~0xffUL) != 0x3b00 || nr < 0x80)
+		return 1; /* VFIO compat and anything unknown */
+	switch (nr) {
+	case 0x81: /* IOAS_ALLOC */
+	case 0x89: /* HWPT_ALLOC */
+	case 0x8e: /* FAULT_QUEUE_ALLOC */
+		return 1;
+	case 0xa0: {
+		uint32_t op = 0;
+		if (inl_len >= 8)
+			memcpy(&op, inl + 4, 4);
+		return op == 2 || op == 5 || op == 7 || op == 10 || op == 12 || op == 13;
+	}
+	default:
+		return 0;
+	}
+}
+
 static int emu_ioctl(int fd, unsigned long req, unsigned long arg)
 {
 	int saved = errno;
 	static __thread uint8_t inl[INLINE_MAX];
 	uint8_t dirty[INLINE_MAX];
 	size_t inl_len = 0, wr_len = 0;
+	int probed = 0;
 	if (arg) {
-		uint32_t size;
-		if (self_rw(0, &size, arg, 4) == 4) {
+		/* One read covers every iommufd struct (at most 72 bytes) unless it crosses a page. */
+		size_t first = PAGE_SZ - (size_t)(arg & (PAGE_SZ - 1));
+		if (first > 256)
+			first = 256;
+		size_t got0 = self_rw(0, inl, arg, first);
+		if (got0 >= 4) {
+			uint32_t size;
+			memcpy(&size, inl, 4);
 			size_t want = size < 4 ? 4 : size;
 			if (want > INLINE_MAX)
 				want = INLINE_MAX;
-			inl_len = self_rw(0, inl, arg, want);
-			/* Writability probe: write the same bytes back (the kernel would write the struct anyway). */
-			wr_len = self_rw(1, inl, arg, inl_len);
+			inl_len = got0 < want ? got0 : want;
+			if (got0 == first && want > first)
+				inl_len = first + self_rw(0, inl + first, arg + first, want - first);
+			if (needs_write_probe(req, inl, inl_len)) {
+				/* Writability probe: write the same bytes back (the kernel would write the struct anyway). */
+				wr_len = self_rw(1, inl, arg, inl_len);
+				probed = 1;
+			} else {
+				/* Assume writable; a write-back that faults below is EFAULT, as copy_to_user's would be. */
+				wr_len = inl_len;
+			}
 		}
 	}
 
@@ -802,8 +858,11 @@ static int emu_ioctl(int fd, unsigned long req, unsigned long arg)
 		got = recv_frame(fd, FR_RESULT, &res, sizeof(res), dirty, sizeof(dirty));
 	int e = errno;
 	if (got >= 0) {
-		if (res.dirty_len && (size_t)got >= res.dirty_len && res.dirty_off + (size_t)res.dirty_len <= wr_len)
-			self_rw(1, dirty, arg + res.dirty_off, res.dirty_len);
+		if (res.dirty_len && (size_t)got >= res.dirty_len && res.dirty_off + (size_t)res.dirty_len <= wr_len) {
+			size_t w = self_rw(1, dirty, arg + res.dirty_off, res.dirty_len);
+			if (!probed && w < res.dirty_len)
+				res.ret = -EFAULT;
+		}
 		if (spare >= 0 && res.new_fd == spare) {
 			if (!res.new_fd_cloexec)
 				fcntl(spare, F_SETFD, 0);
