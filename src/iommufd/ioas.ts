@@ -159,7 +159,11 @@ export function ioasMap(ctx: IommufdCtx, ucmd: Ucmd<IommuIoasMap>): number {
   return 0;
 }
 
-/** In test kernels, translate {u32 nth area, u32 offset} in src_iova into an IOVA. */
+/**
+ * In test kernels, translate {u32 nth area, u32 offset} in src_iova into an IOVA. The sum is an
+ * unsigned long in the kernel, so an offset past the top of the last area wraps around to low
+ * IOVAs. Only src_iova is converted; dst_iova is used as given.
+ */
 function syzConvertIova(ctx: IommufdCtx, cmd: IommuIoasCopy): void {
   if (!(cmd.flags & MOCK_FLAGS_ACCESS_SYZ)) return;
   cmd.flags &= ~MOCK_FLAGS_ACCESS_SYZ;
@@ -170,7 +174,7 @@ function syzConvertIova(ctx: IommufdCtx, cmd: IommuIoasCopy): void {
   let i = 0;
   for (const area of (obj as Ioas).iopt.areas.all()) {
     if (i++ === nth) {
-      cmd.srcIova = area.iova + offset;
+      cmd.srcIova = BigInt.asUintN(64, area.iova + offset);
       return;
     }
   }

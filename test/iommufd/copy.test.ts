@@ -146,3 +146,38 @@ test('binary door on a kernel without CONFIG_IOMMUFD_TEST: flag bit 16 is EOPNOT
   expectIoctl(dev.ioctl(IOMMU_IOAS_COPY, a), 'EOPNOTSUPP', /unknown flags 0x10000\b/);
   assert.deepEqual(areasOf(fd, 2), []);
 });
+
+test('flag bit 16: area.iova + offset wraps at 64 bits, as unsigned long does (oracle: copy-syz-wrap.txt)', () => {
+  const w = world();
+  const src = w.fd.ioasAlloc();
+  const dst = w.fd.ioasAlloc();
+  const b0 = w.p.mapAnonymous(0x4000n);
+  w.fd.ioasMap({ ioasId: src, userVa: b0, length: 0x3000n, iova: 0x1000n }); // area 0
+  w.fd.ioasMap({ ioasId: src, userVa: b0 + 0x3000n, length: 0x1000n, iova: 0xffff_ffff_ffff_f000n }); // area 1
+  const syz = (nth: bigint, offset: bigint, length: bigint, dstIova: bigint) =>
+    w.fd.call(
+      ioasCopy,
+      IommuIoasCopy.make({ size: 40, flags: RW | FIXED | MOCK_FLAGS_ACCESS_SYZ, dstIoasId: dst, srcIoasId: src, length, dstIova, srcIova: (offset << 32n) | nth }),
+    ).cmd;
+  // {area 1, offset 0x2000}: 0xfffffffffffff000 + 0x2000 = 0x1000 (mod 2^64), inside area 0.
+  const c = syz(1n, 0x2000n, 0x1000n, 0x100000n);
+  assert.equal(c.srcIova, 0x1000n);
+  assert.equal(c.flags, RW | FIXED);
+  assert.equal(ioasOf(w.fd, dst).iopt.areas.all().next().value!.pages, ioasOf(w.fd, src).iopt.areas.all().next().value!.pages);
+  assert.equal(syz(1n, 0x3000n, 0x2000n, 0x200000n).srcIova, 0x2000n);
+  // Wrapping to 0 (nothing mapped) and to 0xffffefff: ENOENT, not EOVERFLOW.
+  throwsErrno(() => syz(1n, 0x1000n, 0x1000n, 0x300000n), 'ENOENT', /nothing mapped at 0x0\b/);
+  throwsErrno(() => syz(1n, 0xffff_ffffn, 1n, 0x300000n), 'ENOENT', /nothing mapped at 0xffffefff\b/);
+  // Landing exactly on U64_MAX is still the U64_MAX check.
+  throwsErrno(() => syz(1n, 0xfffn, 1n, 0x300000n), 'EOVERFLOW', /src_iova 0xffffffffffffffff/);
+  // dst_iova is never converted: 0x1 is used as is, the top page works, running past U64_MAX does not.
+  assert.equal(syz(1n, 0x2000n, 0x1000n, 1n).dstIova, 1n);
+  throwsErrno(() => syz(1n, 0x3000n, 0x2000n, 0xffff_ffff_ffff_f000n), 'EOVERFLOW');
+  assert.equal(syz(1n, 0x2000n, 0x1000n, 0xffff_ffff_ffff_f000n).dstIova, 0xffff_ffff_ffff_f000n);
+  assert.deepEqual(areasOf(w.fd, dst), [
+    [0x1n, 0x1000n],
+    [0x100000n, 0x100fffn],
+    [0x200000n, 0x201fffn],
+    [0xffff_ffff_ffff_f000n, U64_MAX],
+  ]);
+});

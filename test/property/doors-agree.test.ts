@@ -197,6 +197,17 @@ describe('typed and binary doors agree on IOAS command sequences', () => {
         { t: 'destroy', id: raw(2) },
         { t: 'destroy', id: raw(2) },
       ],
+      // SYZ conversion wrapping at 64 bits: {area 1, offset 0x2000} past an area at the top is 0x1000.
+      [
+        { t: 'alloc', flags: 0 },
+        { t: 'alloc', flags: 0 },
+        { t: 'map', flags: 7, reserved: 0, ioas: raw(1), va: { k: 'buf', off: 0n }, length: 0x3000n, iova: 0x1000n },
+        { t: 'map', flags: 7, reserved: 0, ioas: raw(1), va: { k: 'buf', off: 0x3000n }, length: 0x1000n, iova: U64_MAX - 0xfffn },
+        { t: 'copy', flags: 0x10007, dst: raw(2), src: raw(1), srcRange: { k: 'raw', iova: (0x2000n << 32n) | 1n, length: 0x1000n }, dstIova: 0x100000n },
+        { t: 'copy', flags: 0x10007, dst: raw(2), src: raw(1), srcRange: { k: 'raw', iova: (0x1000n << 32n) | 1n, length: 0x1000n }, dstIova: 0x200000n },
+        { t: 'copy', flags: 0x10006, dst: raw(2), src: raw(1), srcRange: { k: 'raw', iova: (0xffffffffn << 32n) | 1n, length: 0x1n }, dstIova: 0n },
+        { t: 'copy', flags: 0x10007, dst: raw(2), src: raw(1), srcRange: { k: 'raw', iova: (0x3000n << 32n) | 1n, length: 0x1000n }, dstIova: U64_MAX - 0xfffn },
+      ],
       // Top of the address space.
       [
         { t: 'alloc', flags: 0 },
