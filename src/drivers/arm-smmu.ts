@@ -431,8 +431,8 @@ export class ArmSmmu {
     } else {
       group = new IommuGroup();
     }
-    this.masters.push(dev);
     group.addDevice(dev);
+    this.masters.push(dev);
     return dev;
   }
 

@@ -14,6 +14,11 @@ export class IommuDevice {
   iopfParam: IopfParam | null = null;
   /** All devices of the group sit behind an interrupt-remapping IOMMU. */
   isolatedMsi = true;
+  /**
+   * Firmware asked for a 1:1 mapping (an IOMMU_RESV_DIRECT region, dev->iommu->require_direct):
+   * learned when the device joins its group; the core then never puts it on a blocking domain.
+   */
+  requireDirect: { start: bigint; last: bigint } | null = null;
   /** Bypass the MSI isolation check at bind (the selftest's mock devices). */
   readonly isMock: boolean;
 

@@ -1,7 +1,9 @@
-import { fail } from '../lib/error.js';
+import { fail, hex } from '../lib/error.js';
 import { Lock } from '../lib/lockdep.js';
+import { kernelWarn } from '../lib/warn.js';
 import type { IommuDevice } from './device.js';
 import type { IommuDomain } from './domain.js';
+import { ResvType } from './resv.js';
 
 /** What iommufd attaches with a domain: identifies the attachment in fault reports. */
 export interface AttachHandle {
@@ -41,7 +43,17 @@ export class IommuGroup {
     this.mutex = new Lock('group->mutex', `group ${this.id}`);
   }
 
+  /**
+   * The device joins the group (iommu probe). A firmware IOMMU_RESV_DIRECT region makes the
+   * device require its 1:1 mapping from now on (iommu_create_device_direct_mappings sets
+   * dev->iommu->require_direct whatever the default domain is), so joining a group that is on
+   * its blocking domain (owned by user space) fails with EINVAL, as every later switch of the
+   * group to a blocking domain does.
+   */
   addDevice(dev: IommuDevice): void {
+    const direct = dev.driver.getResvRegions(dev).find((r) => r.type === ResvType.DIRECT);
+    if (direct) dev.requireDirect = { start: direct.start, last: direct.start + direct.length - 1n };
+    if (this.domain) this.checkDirect(dev, this.domain);
     dev.group = this;
     this.devices.push(dev);
     if (!this.defaultDomain) {
@@ -49,6 +61,17 @@ export class IommuGroup {
       this.domain = this.defaultDomain;
       this.domain.attachDev(dev);
     } else if (this.domain) this.domain.attachDev(dev);
+  }
+
+  /** __iommu_device_set_domain's first check: a require_direct device never goes on a blocking domain. */
+  private checkDirect(dev: IommuDevice, domain: IommuDomain): void {
+    const d = dev.requireDirect;
+    if (d && (domain.kind === 'blocked' || domain === this.blockingDomain))
+      fail(
+        'EINVAL',
+        `firmware requires a 1:1 mapping of [${hex(d.start)}, ${hex(d.last)}] (IOMMU_RESV_DIRECT) for ${dev.describe()}, ` +
+          `so ${this.describe()} cannot be put on ${domain.describe()}; DMA ownership (VFIO, iommufd) needs that blocking domain`,
+      );
   }
 
   /**
@@ -151,31 +174,63 @@ export class IommuGroup {
     }
   }
 
-  /** Switch every device; on a failure put back the ones already switched. */
+  /** __iommu_device_set_domain: the require_direct check, then the driver's attach. */
+  private setDeviceDomain(dev: IommuDevice, domain: IommuDomain): void {
+    this.checkDirect(dev, domain);
+    domain.attachDev(dev);
+  }
+
+  /**
+   * With IOMMU_SET_DOMAIN_MUST_SUCCEED (error unwinding, release of ownership): a refusal is a
+   * kernel WARN. A driver that failed the attach gets the blocking domain, if there is one, so it
+   * drops its old domain; a require_direct refusal attaches nothing.
+   */
+  private setDeviceDomainMustSucceed(dev: IommuDevice, domain: IommuDomain): void {
+    const warn = (e: unknown) =>
+      kernelWarn(`${this.describe()}: ${dev.describe()} refused ${domain.describe()}, which must succeed: ${e instanceof Error ? e.message : String(e)}`);
+    try {
+      this.checkDirect(dev, domain);
+    } catch (e) {
+      warn(e);
+      return;
+    }
+    try {
+      domain.attachDev(dev);
+    } catch (e) {
+      warn(e);
+      if (this.blockingDomain && this.blockingDomain !== domain) {
+        try {
+          this.blockingDomain.attachDev(dev);
+        } catch {
+          // Nothing left to fall back to; the kernel ignores this result too.
+        }
+      }
+    }
+  }
+
+  /**
+   * __iommu_group_set_domain_internal: switch every device in list order. On a failure every
+   * device up to and including the failing one is attached to the old domain again (err_revert;
+   * the failing driver may have dropped its old state), then the error is returned.
+   */
   private setDomain(domain: IommuDomain): void {
     if (this.domain === domain) return;
-    const done: IommuDevice[] = [];
-    try {
-      for (const dev of this.devices) {
-        domain.attachDev(dev);
-        done.push(dev);
+    for (let i = 0; i < this.devices.length; i++) {
+      try {
+        this.setDeviceDomain(this.devices[i]!, domain);
+      } catch (e) {
+        const old = this.domain;
+        if (old) for (const dev of this.devices.slice(0, i + 1)) this.setDeviceDomainMustSucceed(dev, old);
+        throw e;
       }
-    } catch (e) {
-      if (this.domain) for (const dev of done) this.domain.attachDev(dev);
-      throw e;
     }
     this.domain = domain;
   }
 
+  /** __iommu_group_set_domain_nofail: every device is tried; failures are WARNs; the group moves anyway. */
   private setDomainNoFail(domain: IommuDomain): void {
     if (this.domain === domain) return;
-    for (const dev of this.devices) {
-      try {
-        domain.attachDev(dev);
-      } catch {
-        // Blocking and default domains must always accept their own devices.
-      }
-    }
+    for (const dev of this.devices) this.setDeviceDomainMustSucceed(dev, domain);
     this.domain = domain;
   }
 }
