@@ -1,4 +1,5 @@
 import { fail, hex } from '../lib/error.js';
+import { kernelWarn } from '../lib/warn.js';
 import type { IommuDomain } from '../iommu/domain.js';
 import { UserData, UserDataArray } from '../iommu/user-data.js';
 import {
@@ -162,9 +163,14 @@ export function hwptPagingAlloc(
     if (driver.domainAllocUser) hwpt.domain = driver.domainAllocUser(dev, flags, null, data);
     else if (driver.domainAllocPaging) hwpt.domain = driver.domainAllocPaging(dev);
     else fail('EOPNOTSUPP', `the ${driver.name} driver cannot allocate paging domains`);
+    // Decided once, before anything is mapped (iommufd_hwpt_paging_enforce_cc). A driver that
+    // reports ENFORCE_CACHE_COHERENCY but cannot enforce on a fresh domain is a kernel WARN.
     if (idev.enforceCacheCoherency) {
-      if (!hwpt.domain.enforceCacheCoherency?.())
-        fail('EINVAL', `${hwpt.domain.describe()} cannot enforce cache coherency for ${dev.describe()}`);
+      if (!hwpt.domain.enforceCacheCoherency?.()) {
+        const why = `${hwpt.domain.describe()} cannot enforce cache coherency, though ${dev.describe()} reports IOMMU_CAP_ENFORCE_CACHE_COHERENCY`;
+        kernelWarn(why);
+        fail('EINVAL', why);
+      }
       hwpt.enforceCacheCoherency = true;
     }
     if (immediateAttach) {

@@ -8,6 +8,8 @@ import { describe, test } from 'node:test';
 import type { IoctlResult } from '../../src/api/dev-iommu.js';
 import type { Iommufd } from '../../src/api/iommufd.js';
 import { createArmSmmu, type ArmSmmuDomain } from '../../src/drivers/arm-smmu.js';
+import { IntelIommuDriver } from '../../src/drivers/intel-vtd.js';
+import type { HwptPaging } from '../../src/iommufd/hw-pagetable.js';
 import { iommufdIoctl } from '../../src/iommufd/main.js';
 import { IoptArea } from '../../src/iommufd/area.js';
 import { IoptPages } from '../../src/iommufd/pages.js';
@@ -133,15 +135,28 @@ describe('VFIO_CHECK_EXTENSION', () => {
     ok(ioctl(w, VFIO_CHECK_EXTENSION, NOIOMMU), 1);
   });
 
-  test('DMA_CC_IOMMU: vacuously 1, 0 with a non-enforcing HWPT, 1 when every HWPT enforces', () => {
+  test('DMA_CC_IOMMU: vacuously 1, 1 while every HWPT enforces, 0 once a non-enforcing one joins (§4.12)', () => {
     const w = vworld();
     ok(ioctl(w, VFIO_CHECK_EXTENSION, 4n), 1);
-    const list = ioasOf(w.fd, w.ioas).hwptList as unknown[];
-    list.push({ enforceCacheCoherency: true });
+    // VT-d devices: behind a unit with snoop control (enforcing) and behind one without.
+    const vtd = new IntelIommuDriver();
+    const sc = w.fd.bindDevice(vtd.addUnit({ snoopControl: true }).addDevice('sc'));
+    const nosc = w.fd.bindDevice(vtd.addUnit({ snoopControl: false }).addDevice('nosc'));
+    const h1 = w.fd.attach(sc, w.ioas);
+    assert.equal((ioasOf(w.fd, w.ioas).hwptList[0] as HwptPaging).enforceCacheCoherency, true);
     ok(ioctl(w, VFIO_CHECK_EXTENSION, 4n), 1);
-    list.push({ enforceCacheCoherency: false });
+    // The non-enforcing device cannot join the force-snooping auto HWPT: a second, non-CC one.
+    const h2 = w.fd.attach(nosc, w.ioas);
+    assert.notEqual(h2, h1);
     ok(ioctl(w, VFIO_CHECK_EXTENSION, 4n), 0);
-    list.length = 0;
+    w.fd.detach(nosc);
+    ok(ioctl(w, VFIO_CHECK_EXTENSION, 4n), 1); // the non-CC auto HWPT died with its last device
+    // A user HWPT counts too: allocated for the non-enforcing device, it does not enforce.
+    const h3 = w.fd.hwptAlloc({ devId: nosc, ptId: w.ioas });
+    ok(ioctl(w, VFIO_CHECK_EXTENSION, 4n), 0);
+    w.fd.destroy(h3);
+    ok(ioctl(w, VFIO_CHECK_EXTENSION, 4n), 1);
+    // Mock domains never enforce.
     w.fd.testMockDomain(w.ioas);
     ok(ioctl(w, VFIO_CHECK_EXTENSION, 4n), 0);
   });
