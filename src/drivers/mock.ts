@@ -10,7 +10,7 @@ export { MockDevice, mockDeviceFlags } from './mock/device.js';
 export { MockBlockedDomain } from './mock/blocked-domain.js';
 export { MockPagingDomain, type MockPte, type MockDomainHost } from './mock/paging-domain.js';
 export { MockNestedDomain, MOCK_INVALIDATE_ENTRY_SIZE } from './mock/nested-domain.js';
-export { MockIommuDriver, type MockPageResponse } from './mock/driver.js';
+export { MockIommuDriver, type MockIommuExtensions, type MockPageResponse } from './mock/driver.js';
 export { triggerIopf } from './mock/iopf.js';
 
 /** The shared mock IOMMU, as the kernel has one (its device and group numbers are global). */

@@ -116,6 +116,31 @@ class Sink {
   }
 }
 
+describe('mock driver extensions (opt-in, not in 6.12 and not reachable from IOMMU_TEST_CMD)', () => {
+  test('without them: no reserved regions, and joining a group is EINVAL (no device number used)', () => {
+    const drv = new MockIommuDriver();
+    const a = drv.createMockDevice(0);
+    assert.deepEqual(drv.getResvRegions(a), []);
+    throwsErrno(() => drv.createMockDevice(0, { group: a.group }), 'EINVAL', /group of its own/);
+    assert.equal(drv.createMockDevice(0).id, 1);
+  });
+
+  test('groupsOfSeveral: a device joins a group of the same driver; resvRegions are reported for every device', () => {
+    const resv = [{ start: 0x800_0000n, length: 0x10_0000n, type: 4 as const }];
+    const drv = new MockIommuDriver('mock-ext', { groupsOfSeveral: true, resvRegions: resv });
+    const a = drv.createMockDevice(0);
+    const b = drv.createMockDevice(0, { group: a.group });
+    assert.equal(b.group, a.group);
+    assert.deepEqual(a.group.devices, [a, b]);
+    assert.deepEqual(drv.getResvRegions(b), resv);
+    const other = new MockIommuDriver('mock-other').createMockDevice(0);
+    throwsErrno(() => drv.createMockDevice(0, { group: other.group }), 'EINVAL', /another driver/);
+    // Deleting one device of a group of two empties nothing and warns about nothing.
+    drv.destroyMockDevice(b);
+    assert.deepEqual(drv.warnings, []);
+  });
+});
+
 describe('mock devices', () => {
   test('the shared MockIommu is named mock and keeps PASID tables in user space', () => {
     assert.equal(MockIommu.name, 'mock');

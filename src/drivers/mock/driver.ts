@@ -30,6 +30,20 @@ export interface MockPageResponse {
 }
 
 /**
+ * Extensions that 6.12's mock does not have, for tests of paths no 6.12 driver reaches with the
+ * selftest's devices (nesting together with reserved regions and an MSI cookie; fault queues over
+ * groups of several devices). Only a driver constructed with them has them: the selftest's
+ * instance (`mockIommu` in src/iommufd/selftest.ts) and `MockIommu` use none, so IOMMU_TEST_CMD
+ * can never reach them.
+ */
+export interface MockIommuExtensions {
+  /** Reserved regions every device reports (e.g. a SW_MSI window, as SMMUv3 would). 6.12's mock: none. */
+  resvRegions?: readonly ResvRegion[];
+  /** createMockDevice may put a device into an existing group of this driver. 6.12's mock: always a new group. */
+  groupsOfSeveral?: boolean;
+}
+
+/**
  * The selftest's mock IOMMU (mock_ops in drivers/iommu/iommufd/selftest.c) together with its
  * platform bus: creates and deletes mock devices, each alone in a new iommu group.
  */
@@ -48,7 +62,10 @@ export class MockIommuDriver implements IommuDriver, MockDomainHost {
   private readonly deviceIds = new Ida();
   private nextDomainSerial = 1;
 
-  constructor(readonly name = 'mock') {
+  constructor(
+    readonly name = 'mock',
+    readonly extensions: MockIommuExtensions = {},
+  ) {
     this.blocking = new MockBlockedDomain(name);
   }
 
@@ -62,12 +79,25 @@ export class MockIommuDriver implements IommuDriver, MockDomainHost {
 
   // ---- the mock bus ------------------------------------------------------------------------
 
-  /** mock_dev_create: a new device, alone in a new iommu group (EINVAL for unknown flags). */
-  createMockDevice(flags: number): MockDevice {
+  /**
+   * mock_dev_create: a new device, alone in a new iommu group (EINVAL for unknown flags). With the
+   * `groupsOfSeveral` extension `opts.group` (a group of this driver's devices) may be joined.
+   */
+  createMockDevice(flags: number, opts: { group?: IommuGroup } = {}): MockDevice {
     const known = MOCK_FLAGS_DEVICE_NO_DIRTY | MOCK_FLAGS_DEVICE_HUGE_IOVA;
     if (flags & ~known) fail('EINVAL', `mock device flags ${hex(flags >>> 0)} include unknown bits ${hex((flags & ~known) >>> 0)}`);
+    if (opts.group) {
+      if (!this.extensions.groupsOfSeveral)
+        fail('EINVAL', `the ${this.name} driver puts every device in a group of its own (no groupsOfSeveral extension)`);
+      if (opts.group.devices.some((d) => d.driver !== this)) fail('EINVAL', `${opts.group.describe()} holds devices of another driver`);
+    }
     const dev = new MockDevice(this, this.deviceIds.alloc(), flags);
-    new IommuGroup().addDevice(dev);
+    try {
+      (opts.group ?? new IommuGroup()).addDevice(dev);
+    } catch (e) {
+      this.deviceIds.free(dev.id);
+      throw e;
+    }
     return dev;
   }
 
@@ -75,7 +105,7 @@ export class MockIommuDriver implements IommuDriver, MockDomainHost {
   destroyMockDevice(dev: MockDevice): void {
     if (!dev.alive) fail('EINVAL', `${dev.describe()} was already deleted`);
     const group = dev.group;
-    if (group.ownerCount || group.handle)
+    if (group.devices.length === 1 && (group.ownerCount || group.handle))
       this.warn(`${dev.describe()} deleted while ${group.describe()} is still owned or attached`);
     if (dev.iopfParam) this.warn(`${dev.describe()} deleted with I/O page faults still enabled`);
     group.removeDevice(dev);
@@ -101,8 +131,9 @@ export class MockIommuDriver implements IommuDriver, MockDomainHost {
     }
   }
 
+  /** 6.12's mock reports no reserved regions (the resvRegions extension aside). */
   getResvRegions(_dev: IommuDevice): ResvRegion[] {
-    return [];
+    return [...(this.extensions.resvRegions ?? [])];
   }
 
   defaultDomain(_dev: IommuDevice): IommuDomain {
