@@ -7,6 +7,7 @@
 import { fail } from '../lib/error.js';
 import type { IommuDevice } from './device.js';
 import type { AttachHandle } from './group.js';
+import { kernelWarn } from '../lib/warn.js';
 
 export const IOMMU_FAULT_PAGE_REQUEST_PASID_VALID = 1 << 0;
 export const IOMMU_FAULT_PAGE_REQUEST_LAST_PAGE = 1 << 1;
@@ -122,6 +123,10 @@ export type FaultOutcome =
 export function reportDeviceFault(dev: IommuDevice, fault: IopfFault): FaultOutcome {
   const handle = findFaultHandler(dev, fault);
   const param = dev.iopfParam;
+  // A fault-capable attachment without fault state on the device is a kernel WARN (e.g. a group
+  // device other than the one that enabled IOPF at attach).
+  if (handle && !param)
+    kernelWarn(`${dev.describe()} reported a page request to a fault-capable attachment, but has no I/O page fault state (IOPF not enabled on it)`);
   if (!handle || !param) {
     dev.driver.pageResponse?.(dev, fault, IOMMU_PAGE_RESP_INVALID);
     return 'invalid';

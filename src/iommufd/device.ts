@@ -1,4 +1,5 @@
 import { fail, hex, IommuError } from '../lib/error.js';
+import { kernelWarn } from '../lib/warn.js';
 import type { IommuDevice } from '../iommu/device.js';
 import type { AttachHandle } from '../iommu/group.js';
 import { ResvType } from '../iommu/resv.js';
@@ -99,9 +100,18 @@ export function iopfEnable(idev: IommufdDevice): void {
   dev.iopfEnabled++;
 }
 
+/**
+ * iommufd_fault_iopf_disable. A disable without a matching enable is a kernel WARN (and changes
+ * nothing): it happens when the group's last device to detach is not the one that enabled IOPF
+ * at attach.
+ */
 export function iopfDisable(idev: IommufdDevice): void {
   const dev = idev.dev;
-  if (dev.iopfEnabled && --dev.iopfEnabled === 0) dev.driver.disableIopf?.(dev);
+  if (dev.iopfEnabled === 0) {
+    kernelWarn(`I/O page faults disabled on ${idev.describe()}, which never enabled them (iopf_enabled is 0)`);
+    return;
+  }
+  if (--dev.iopfEnabled === 0) dev.driver.disableIopf?.(dev);
 }
 
 // ------------------------------------------------------------------ reserved regions, MSI

@@ -2,6 +2,7 @@
  * The selftest's mock IOMMU driver (reference §2.17 "The mock IOMMU driver", §2.11 6c, §2.15,
  * §4.13–4.15; drivers/iommu/iommufd/selftest.c and io-pgfault.c of Linux 6.12).
  */
+import { kernelWarnings } from '../../src/lib/warn.js';
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
@@ -696,6 +697,10 @@ describe('I/O page faults (§4.15)', () => {
     w2.drv.disableIopf(w2.dev);
     assert.equal(triggerIopf(w2.dev, { pasid: 0, grpid: 1, perm: 1, addr: 0n }), 'invalid');
     assert.equal(w2.groups.length, 0);
+    // A handler but no fault state on the device: the kernel WARNs (iommu_report_device_fault).
+    const warned = kernelWarnings.splice(0);
+    assert.equal(warned.length, 1);
+    assert.match(warned[0]!, /no I\/O page fault state/);
   });
 
   test('a PASID-tagged request reaches the RID attachment only if it is nested (user PASID table)', () => {
