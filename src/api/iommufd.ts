@@ -6,10 +6,10 @@ import { U64_MAX } from '../lib/u64.js';
 import type { Task } from '../mm/types.js';
 import { IommufdCtx } from '../iommufd/context.js';
 import { ioasAlloc, ioasAllowIovas, ioasCopy, ioasIovaRanges, ioasMap, ioasUnmap } from '../iommufd/ioas.js';
-import { destroy, option, vfioIoas, type Handler } from '../iommufd/main.js';
+import { destroy, HANDLERS, option, vfioIoas, type Handler } from '../iommufd/main.js';
 import type { Range } from '../iommufd/ranges.js';
 import type { Ucmd } from '../iommufd/ucmd.js';
-import { iommufdTest } from '../iommufd/test-cmd.js';
+import { iommufdTest, testCmdStruct } from '../iommufd/test-cmd.js';
 import { faultQueueAlloc } from '../iommufd/fault.js';
 import {
   IOMMU_IOAS_MAP_FIXED_IOVA,
@@ -55,7 +55,10 @@ import {
   IommuTestCmdAddReserved,
   IommuTestCmdMockDomainFlags,
   IommuTestCmdMockDomainReplace,
+  IommuTestCmdHeader,
 } from '../uapi/iommufd-test.js';
+import { IOMMUFD_CMD_TEST, iommufdIoctlByNr } from '../uapi/ioctl.js';
+import { cInt, cU32, cU64, type StructDef } from '../uapi/struct.js';
 import { StagedUser } from './staged-user.js';
 import { SimpleFdTable, type EmulatedFile, type FdTable } from '../iommufd/file.js';
 
@@ -97,6 +100,43 @@ class TypedUcmd<T> implements Ucmd<T> {
   }
 }
 
+/** The struct a handler's command is, for the handlers of the ioctl table (the test command by its op). */
+const STRUCT_OF = new Map<Handler, (cmd: object) => StructDef>();
+for (const [nr, handler] of HANDLERS) {
+  const op = iommufdIoctlByNr(nr, true);
+  if (!op || nr === IOMMUFD_CMD_TEST) continue;
+  const def = op.struct as unknown as StructDef;
+  STRUCT_OF.set(handler, () => def);
+}
+STRUCT_OF.set(iommufdTest, (cmd) => testCmdStruct(IommuTestCmdHeader.normalize(cmd as never).op));
+
+/**
+ * Store a command's fields as a C caller storing them into the struct would: the truncation the
+ * binary door's encoder applies, so that both doors hand the handler the same values. Without a
+ * known struct (a wrapped handler and no `def`), bigints are taken as __u64 and numbers as __u32.
+ */
+function normalizeCmd(handler: Handler, cmd: object, def: StructDef | undefined): void {
+  const d = def ?? STRUCT_OF.get(handler)?.(cmd);
+  if (d) {
+    d.normalize(cmd as never);
+    return;
+  }
+  const o = cmd as Record<string, unknown>;
+  for (const k of Object.keys(o)) {
+    const v = o[k];
+    if (typeof v === 'bigint') o[k] = cU64(v);
+    else if (typeof v === 'number') o[k] = cU32(v);
+  }
+}
+
+/** vfs_read/vfs_write clamp a count to MAX_RW_COUNT (INT_MAX & PAGE_MASK). */
+const MAX_RW_COUNT = 0x7fff_f000n;
+
+/** The staging room given to caller-sized outputs that are dense buffers in the result. */
+function rwCount(count: bigint): number {
+  return Number(count > MAX_RW_COUNT ? MAX_RW_COUNT : count);
+}
+
 /**
  * The typed door: the same handlers as /dev/iommu's ioctls, called with typed commands instead
  * of bytes. Refusals throw IommuError (errno + explanation). `call()` gives raw access to any
@@ -116,11 +156,19 @@ export class Iommufd {
 
   /**
    * Run a handler on a command object (mutated in place with the outputs, as the kernel's copy
-   * is). `responded` tells whether the handler wrote the struct back before returning or failing.
+   * is). Its fields are first stored as into the C struct (`def`, or the handler's struct in the
+   * ioctl table): -1n in a __u64 is U64_MAX, 2^32 + 1 in a __u32 is 1. `responded` tells whether
+   * the handler wrote the struct back before returning or failing.
    */
-  call<T extends object>(handler: Handler, cmd: T, user = new StagedUser(this.task.mm)): { ret: number; cmd: T; responded: boolean } {
+  call<T extends object>(
+    handler: Handler,
+    cmd: T,
+    user = new StagedUser(this.task.mm),
+    def?: StructDef,
+  ): { ret: number; cmd: T; responded: boolean } {
     const ucmd = new TypedUcmd(cmd, this.task, user, this.fds);
     try {
+      normalizeCmd(handler, cmd, def);
       const ret = handler(this.ctx, ucmd);
       return { ret, cmd, responded: ucmd.responded };
     } catch (e) {
@@ -206,7 +254,7 @@ export class Iommufd {
   allowIovas(ioasId: number, ranges: readonly Range[]): void {
     const user = new StagedUser(this.task.mm);
     const bytes = new Uint8Array(ranges.length * IommuIovaRange.size);
-    ranges.forEach((r, i) => IommuIovaRange.encode({ start: r.start, last: r.last }, bytes, i * IommuIovaRange.size));
+    ranges.forEach((r, i) => IommuIovaRange.encode(IommuIovaRange.normalize({ start: r.start, last: r.last }), bytes, i * IommuIovaRange.size));
     const addr = user.stage(bytes);
     this.call(
       ioasAllowIovas,
@@ -260,27 +308,37 @@ export class Iommufd {
   /** Unbind a device (closing its VFIO cdev): detaches it first if it is attached. */
   unbindDevice(devId: number): void {
     this.guard(() => {
-      const idev = getDevice(this.ctx, devId);
+      const idev = getDevice(this.ctx, cU32(devId));
       if (idev.attached) deviceDetach(idev);
       deviceUnbind(idev);
     });
   }
 
-  /** Attach to an IOAS (automatic HWPT) or a HWPT; returns the HWPT id (VFIO_DEVICE_ATTACH_IOMMUFD_PT). */
+  /**
+   * VFIO_DEVICE_ATTACH_IOMMUFD_PT: attach to an IOAS (automatic HWPT) or a HWPT; returns the HWPT
+   * id. Like vfio_iommufd_physical_attach_ioas, an attach of an attached device is a replace.
+   * `ptId` is the struct's __u32 pt_id; `devId` an object id (__u32) too.
+   */
   attach(devId: number, ptId: number): number {
-    return this.guard(() => deviceAttach(getDevice(this.ctx, devId), ptId));
+    return this.guard(() => {
+      const idev = getDevice(this.ctx, cU32(devId));
+      return idev.attached ? deviceReplace(idev, cU32(ptId)) : deviceAttach(idev, cU32(ptId));
+    });
   }
 
-  /** Move the device's whole group to another IOAS or HWPT; returns the HWPT id. */
+  /** Move the device's whole group to another IOAS or HWPT (iommufd_device_replace); returns the HWPT id. */
   replace(devId: number, ptId: number): number {
-    return this.guard(() => deviceReplace(getDevice(this.ctx, devId), ptId));
+    return this.guard(() => deviceReplace(getDevice(this.ctx, cU32(devId)), cU32(ptId)));
   }
 
+  /**
+   * VFIO_DEVICE_DETACH_IOMMUFD_PT: like vfio_iommufd_physical_detach_ioas, a device that is not
+   * attached is left alone and the call succeeds.
+   */
   detach(devId: number): void {
     this.guard(() => {
-      const idev = getDevice(this.ctx, devId);
-      if (!idev.attached) fail('EINVAL', `${idev.describe()} is not attached`);
-      deviceDetach(idev);
+      const idev = getDevice(this.ctx, cU32(devId));
+      if (idev.attached) deviceDetach(idev);
     });
   }
 
@@ -304,12 +362,13 @@ export class Iommufd {
   /** IOMMU_GET_HW_INFO: the driver's data (up to `dataLen` bytes), its type and capabilities. */
   getHwInfo(devId: number, dataLen = 64): { type: number; data: Uint8Array; capabilities: bigint; maxPasidLog2: number } {
     const user = new StagedUser(this.task.mm);
-    const buf = user.alloc(dataLen);
-    const cmd = IommuHwInfo.make({ size: IommuHwInfo.size, devId, dataLen, dataUptr: buf.addr });
+    const room = cU32(dataLen);
+    const addr = user.allocSparse(BigInt(room));
+    const cmd = IommuHwInfo.make({ size: IommuHwInfo.size, devId, dataLen: room, dataUptr: addr });
     this.call(getHwInfo, cmd, user);
     return {
       type: cmd.outDataType,
-      data: buf.bytes.slice(0, Math.min(dataLen, cmd.dataLen)),
+      data: user.copyFromUser(addr, Math.min(room, cmd.dataLen)),
       capabilities: cmd.outCapabilities,
       maxPasidLog2: cmd.outMaxPasidLog2,
     };
@@ -340,10 +399,13 @@ export class Iommufd {
   /** read(2) of a fault fd with room for `maxRecords` records: the records delivered, in order. */
   faultRead(fd: number, maxRecords = 16): IommuHwptPgfault[] {
     const user = new StagedUser(this.task.mm);
-    const buf = user.alloc(maxRecords * IommuHwptPgfault.size);
-    const n = this.fileOp(fd, 'read', (f) => f.read!(user, buf.addr, buf.bytes.length));
+    // The count read(2) gets: a size_t, which vfs_read clamps to MAX_RW_COUNT.
+    const count = rwCount(cU64(cU64(maxRecords) * BigInt(IommuHwptPgfault.size)));
+    const addr = user.allocSparse(BigInt(count));
+    const n = this.fileOp(fd, 'read', (f) => f.read!(user, addr, count));
+    const bytes = user.copyFromUser(addr, n);
     const out: IommuHwptPgfault[] = [];
-    for (let off = 0; off < n; off += IommuHwptPgfault.size) out.push(IommuHwptPgfault.decode(buf.bytes, off));
+    for (let off = 0; off + IommuHwptPgfault.size <= n; off += IommuHwptPgfault.size) out.push(IommuHwptPgfault.decode(bytes, off));
     return out;
   }
 
@@ -351,7 +413,9 @@ export class Iommufd {
   faultWrite(fd: number, responses: readonly { cookie: number; code: number }[]): number {
     const user = new StagedUser(this.task.mm);
     const bytes = new Uint8Array(responses.length * IommuHwptPageResponse.size);
-    responses.forEach((r, i) => IommuHwptPageResponse.encode({ cookie: r.cookie, code: r.code }, bytes, i * IommuHwptPageResponse.size));
+    responses.forEach((r, i) =>
+      IommuHwptPageResponse.encode(IommuHwptPageResponse.normalize({ cookie: r.cookie, code: r.code }), bytes, i * IommuHwptPageResponse.size),
+    );
     const addr = user.stage(bytes);
     return this.fileOp(fd, 'write', (f) => f.write!(user, addr, bytes.length));
   }
@@ -363,11 +427,13 @@ export class Iommufd {
 
   /** close(2) of a file this door received (fault fd, access handle). */
   closeFd(fd: number): void {
-    if (!this.fds.close(fd)) this.guard(() => fail('EBADF', `fd ${fd} is not open`));
+    const n = cInt(fd);
+    if (!this.fds.close(n)) this.guard(() => fail('EBADF', `fd ${n} is not open`));
   }
 
   private fileOp(fd: number, op: 'read' | 'write' | 'poll', fn: (f: EmulatedFile) => number): number {
     return this.guard(() => {
+      fd = cInt(fd);
       const f = this.fds.get(fd);
       if (!f) fail('EBADF', `fd ${fd} is not open`);
       if (!f[op]) fail('EINVAL', `${f.name} has no ${op} operation`);
@@ -409,18 +475,21 @@ export class Iommufd {
   testAccessRw(accessFd: number, iova: bigint, arg: { length: number } | { data: Uint8Array }, flags = 0): Uint8Array {
     const user = new StagedUser(this.task.mm);
     const isWrite = 'data' in arg;
-    const buf = isWrite ? { addr: user.stage(arg.data.slice()), bytes: arg.data } : user.alloc(arg.length);
+    // A read's length is the struct's __u64 length; its buffer is staged sparsely (the op itself
+    // refuses more than 16 MiB).
+    const length = isWrite ? BigInt(arg.data.length) : cU64(arg.length);
+    const uptr = isWrite ? user.stage(arg.data.slice()) : user.allocSparse(length);
     const cmd = IommuTestCmdAccessRw.make({
       size: 72,
       op: IOMMU_TEST_OP_ACCESS_RW,
       id: accessFd,
       iova,
-      length: BigInt(buf.bytes.length),
-      uptr: buf.addr,
-      flags: isWrite ? flags | 1 : flags,
+      length,
+      uptr,
+      flags: isWrite ? cU32(flags) | 1 : flags,
     });
     this.call(iommufdTest, cmd, user);
-    return buf.bytes;
+    return isWrite ? arg.data : user.copyFromUser(uptr, Number(length));
   }
 
   /** Run kernel-API code with this door's error bookkeeping. */

@@ -8,9 +8,21 @@ import type { UserAccess } from '../iommufd/ucmd.js';
  */
 export const STAGING_BASE = 0xffff_8000_0000_0000n;
 
+const SPAN_END = 1n << 64n;
+const SPARSE_PAGE = 4096;
+
+/** A staged buffer: dense bytes, or a sparse region whose pages exist once written (zeros before). */
+interface Region {
+  addr: bigint;
+  /** Exclusive end, at most 2^64. */
+  end: bigint;
+  bytes?: Uint8Array;
+  pages?: Map<bigint, Uint8Array>;
+}
+
 export class StagedUser implements UserAccess {
   // Created by the first stage(): most calls (MAP, UNMAP) never stage anything.
-  private buffers: { addr: bigint; bytes: Uint8Array }[] | undefined;
+  private regions: Region[] | undefined;
   private next = STAGING_BASE;
 
   constructor(private readonly base: UserAccess) {}
@@ -18,7 +30,7 @@ export class StagedUser implements UserAccess {
   /** Place bytes in staging and return their address. */
   stage(bytes: Uint8Array): bigint {
     const addr = this.next;
-    (this.buffers ??= []).push({ addr, bytes });
+    (this.regions ??= []).push({ addr, end: addr + BigInt(bytes.length), bytes });
     this.next += BigInt((bytes.length + 15) & ~15) + 16n;
     return addr;
   }
@@ -29,24 +41,69 @@ export class StagedUser implements UserAccess {
     return { addr: this.stage(bytes), bytes };
   }
 
-  private find(addr: bigint, length: number): { buf: Uint8Array; off: number } | undefined {
+  /**
+   * A zeroed staging region of any length (a caller-chosen size_t, up to the end of the address
+   * space), materialised page by page as the handler writes it. For buffers whose size comes from
+   * the caller, where a dense allocation could be impossible; read the result with copyFromUser.
+   */
+  allocSparse(length: bigint): bigint {
+    const addr = this.next;
+    const end = addr + length < SPAN_END ? addr + length : SPAN_END;
+    (this.regions ??= []).push({ addr, end, pages: new Map() });
+    this.next = end + 16n;
+    return addr;
+  }
+
+  private find(addr: bigint, length: number): Region | undefined {
     if (addr < STAGING_BASE) return undefined;
-    for (const b of this.buffers ?? []) {
-      const off = addr - b.addr;
-      if (off >= 0n && off + BigInt(length) <= BigInt(b.bytes.length)) return { buf: b.bytes, off: Number(off) };
-    }
+    const end = addr + BigInt(length);
+    for (const r of this.regions ?? []) if (addr >= r.addr && end <= r.end) return r;
     fail('EFAULT', `address ${hex(addr)} (+${length}) is outside every staged buffer`);
   }
 
   copyFromUser(addr: bigint, length: number): Uint8Array {
-    const s = this.find(addr, length);
-    if (!s) return this.base.copyFromUser(addr, length);
-    return s.buf.slice(s.off, s.off + length);
+    const r = this.find(addr, length);
+    if (!r) return this.base.copyFromUser(addr, length);
+    if (r.bytes) {
+      const off = Number(addr - r.addr);
+      return r.bytes.slice(off, off + length);
+    }
+    const out = new Uint8Array(length);
+    this.eachPage(r, addr, length, (page, inPage, done, n) => {
+      if (page) out.set(page.subarray(inPage, inPage + n), done);
+    });
+    return out;
   }
 
   copyToUser(addr: bigint, data: Uint8Array): void {
-    const s = this.find(addr, data.length);
-    if (!s) return this.base.copyToUser(addr, data);
-    s.buf.set(data, s.off);
+    const r = this.find(addr, data.length);
+    if (!r) return this.base.copyToUser(addr, data);
+    if (r.bytes) {
+      r.bytes.set(data, Number(addr - r.addr));
+      return;
+    }
+    this.eachPage(r, addr, data.length, (page, inPage, done, n, index) => {
+      let p = page;
+      if (!p) r.pages!.set(index, (p = new Uint8Array(SPARSE_PAGE)));
+      p.set(data.subarray(done, done + n), inPage);
+    });
+  }
+
+  /** Walk [addr, addr + length) of a sparse region page by page. */
+  private eachPage(
+    r: Region,
+    addr: bigint,
+    length: number,
+    fn: (page: Uint8Array | undefined, inPage: number, done: number, n: number, index: bigint) => void,
+  ): void {
+    let done = 0;
+    while (done < length) {
+      const off = addr - r.addr + BigInt(done);
+      const index = off / BigInt(SPARSE_PAGE);
+      const inPage = Number(off % BigInt(SPARSE_PAGE));
+      const n = Math.min(SPARSE_PAGE - inPage, length - done);
+      fn(r.pages!.get(index), inPage, done, n, index);
+      done += n;
+    }
   }
 }

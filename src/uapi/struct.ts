@@ -83,6 +83,16 @@ export interface StructDef<F extends Fields = any> {
    * Number fields are truncated to their width like a C assignment; no range checks (hot path).
    */
   encode(value: DecodedFields<F>, into?: Uint8Array, offset?: number): Uint8Array;
+  /**
+   * Store every field of `value` as a C assignment to the field would, in place, and return it:
+   * the value the kernel would find after the caller wrote it into the struct. Integer fields take
+   * a number or a bigint (truncated toward zero, then reduced modulo 2^width: -1 in a u64 is
+   * U64_MAX, 2^32 + 1 in a u32 is 1; NaN, infinities and non-numbers are 0); byte arrays are cut
+   * or zero-padded to their size; nested structs are normalised recursively. This is the
+   * truncation encode() applies, made available to callers that hand typed commands straight to
+   * a handler (the typed door), so both doors see the same field values.
+   */
+  normalize(value: DecodedFields<F>): DecodedFields<F>;
   /** An all-zero value, as the kernel's memset/zero-filled copy would decode. */
   zero(): DecodedFields<F>;
   /** zero() with some fields set. */
@@ -231,6 +241,46 @@ class StructCodec<F extends Fields> implements StructDef<F> {
     return buf;
   }
 
+  normalize(value: DecodedFields<F>): DecodedFields<F> {
+    const obj = value as Record<string, unknown>;
+    const names = this.#names;
+    const tags = this.#tags;
+    for (let i = 0; i < names.length; i++) {
+      const k = names[i]!;
+      const v = obj[k];
+      switch (tags[i]) {
+        case K_U8:
+          if (typeof v !== 'number' || (v & 0xff) !== v) obj[k] = Number(BigInt.asUintN(8, toInteger(v)));
+          break;
+        case K_U16:
+          if (typeof v !== 'number' || (v & 0xffff) !== v) obj[k] = Number(BigInt.asUintN(16, toInteger(v)));
+          break;
+        case K_U32:
+          if (typeof v !== 'number' || v >>> 0 !== v) obj[k] = cU32(v);
+          break;
+        case K_U64:
+          if (typeof v !== 'bigint' || v < 0n || v > U64_MAX_BIG) obj[k] = cU64(v);
+          break;
+        case K_BYTES: {
+          const n = this.#sizes[i]!;
+          if (!(v instanceof Uint8Array)) obj[k] = new Uint8Array(n);
+          else if (v.length !== n) {
+            const b = new Uint8Array(n);
+            b.set(v.subarray(0, n));
+            obj[k] = b;
+          }
+          break;
+        }
+        default: {
+          const def = this.#nested[i]!;
+          if (typeof v !== 'object' || v === null || v instanceof Uint8Array) obj[k] = def.zero();
+          else def.normalize(v as never);
+        }
+      }
+    }
+    return value;
+  }
+
   zero(): DecodedFields<F> {
     const out: Record<string, unknown> = {};
     for (let i = 0; i < this.#names.length; i++) {
@@ -256,6 +306,31 @@ class StructCodec<F extends Fields> implements StructDef<F> {
     if (!spec) throw new Error(`struct ${this.name} has no field ${key}`);
     return spec.offset + spec.size;
   }
+}
+
+const U64_MAX_BIG = (1n << 64n) - 1n;
+
+/** The integer a C conversion starts from: numbers truncated toward zero; NaN, infinities and non-numbers 0. */
+function toInteger(v: unknown): bigint {
+  if (typeof v === 'bigint') return v;
+  if (typeof v === 'number') return Number.isFinite(v) ? BigInt(Math.trunc(v)) : 0n;
+  if (typeof v === 'boolean') return v ? 1n : 0n;
+  return 0n;
+}
+
+/** `v` stored into a __u32 (the conversion normalize() applies to u32 fields). */
+export function cU32(v: unknown): number {
+  return typeof v === 'number' && v >>> 0 === v ? v : Number(BigInt.asUintN(32, toInteger(v)));
+}
+
+/** `v` stored into a __u64 (the conversion normalize() applies to u64 fields). */
+export function cU64(v: unknown): bigint {
+  return typeof v === 'bigint' && v >= 0n && v <= U64_MAX_BIG ? v : BigInt.asUintN(64, toInteger(v));
+}
+
+/** `v` stored into a C int (a file descriptor argument). */
+export function cInt(v: unknown): number {
+  return typeof v === 'number' && (v | 0) === v ? v : Number(BigInt.asIntN(32, toInteger(v)));
 }
 
 /** Definition-time sanity checks: a typo in an offset should fail at import, not at runtime. */

@@ -242,9 +242,8 @@ function run(env: Env, op: Op): void {
     case 'attach': {
       const id = env.bound[op.dev];
       if (id === undefined) return;
-      // VFIO routes an attach of an attached device to replace (§4.3).
-      if (getDevice(fd.ctx, id).attached) fd.replace(id, ptId(env, op.pt));
-      else fd.attach(id, ptId(env, op.pt));
+      // An attached device's attach is a replace (VFIO's attach_ioas, §4.3): the typed door does it.
+      fd.attach(id, ptId(env, op.pt));
       return;
     }
     case 'replace':

@@ -432,6 +432,8 @@ export function runTyped(env: Env, iom: Iommufd, c: Cmd): Outcome {
           },
         }),
       cmd,
+      undefined,
+      c.def,
     ).ret;
   } catch (e) {
     if (!(e instanceof IommuError)) throw e;

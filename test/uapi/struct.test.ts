@@ -9,6 +9,7 @@ import {
   bytes,
   defineStruct,
   isPacked,
+  struct,
   u16,
   u32,
   u64,
@@ -203,5 +204,27 @@ describe('speed sanity', () => {
     assert.equal(sum, 200_000n << 21n);
     // Generous: catches an accidental O(n^2) or per-call closure build-up, not CI jitter.
     assert.ok(ms < 5000, `${ms} ms`);
+  });
+});
+
+it('normalize() stores values as C assignments to the fields would, the same truncation as encode()', () => {
+  const Inner = defineStruct('inner', 4, { x: u16(0), y: u16(2) });
+  const S = defineStruct('s', 32, { a: u8(0), b: u16(2), c: u32(4), d: u64(8), e: bytes(16, 3), f: struct(20, Inner), g: u32(24) });
+  const v = { a: 0x1ff, b: -1, c: 2 ** 32 + 5, d: -1n, e: Uint8Array.of(1, 2, 3, 4), f: { x: 0x12345, y: 7.9 }, g: 5n } as never;
+  const n = S.normalize(v) as unknown as Record<string, unknown>;
+  assert.equal(n, v, 'in place');
+  assert.deepEqual(n, { a: 0xff, b: 0xffff, c: 5, d: (1n << 64n) - 1n, e: Uint8Array.of(1, 2, 3), f: { x: 0x2345, y: 7 }, g: 5 });
+  // Whatever encode() makes of the raw values, it makes of the normalised ones.
+  const raw = { a: -3, b: 0x10001, c: -1.5, d: (1n << 70n) + 9n, e: Uint8Array.of(9), f: { x: -1, y: 2 ** 40 }, g: 2 ** 33 + 0.25 };
+  assert.deepEqual(S.encode(S.normalize({ ...raw, f: { ...raw.f } } as never)), S.encode(raw as never));
+  // Numbers in u64 fields, bigints in u32 fields, junk: converted, never thrown.
+  assert.deepEqual(S.normalize({ a: NaN, b: Infinity, c: 1n << 40n, d: -2.7, e: 'x', f: null, g: undefined } as never), {
+    a: 0,
+    b: 0,
+    c: 0,
+    d: (1n << 64n) - 2n,
+    e: new Uint8Array(3),
+    f: { x: 0, y: 0 },
+    g: 0,
   });
 });
