@@ -99,11 +99,16 @@ export function mockDomainReplace(ctx: IommufdCtx, ucmd: Ucmd<IommuTestCmdMockDo
   return 0;
 }
 
-/** The mock paging domain behind a HWPT_PAGING id (get_md_pagetable): ENOENT, or EINVAL if not mock. */
+/**
+ * The mock paging domain behind a HWPT_PAGING id (get_md_pagetable): ENOENT, or EINVAL unless the
+ * domain is one of the selftest mock's (the kernel compares the domain's ops with mock_ops').
+ */
 function mockPaging(ctx: IommufdCtx, id: number): MockPagingDomain {
   const hwpt = ctx.objects.get(id, ObjType.HWPT_PAGING) as Hwpt;
-  if (!(hwpt.domain instanceof MockPagingDomain)) fail('EINVAL', `HWPT ${id} is not backed by a mock paging domain`);
-  return hwpt.domain;
+  const d = hwpt.domain;
+  if (!(d instanceof MockPagingDomain) || d.owner !== mockIommu.name)
+    fail('EINVAL', `HWPT ${id} is backed by ${d?.describe() ?? 'no domain'}, not by a paging domain of the selftest's mock driver`);
+  return d;
 }
 
 /** IOMMU_TEST_OP_MD_CHECK_MAP: every 2 KiB of [iova, iova+length) maps the byte the caller's uptr maps now. */
@@ -145,8 +150,10 @@ export function mdCheckRefs(_ctx: IommufdCtx, ucmd: Ucmd<IommuTestCmdCheckRefs>)
 export function mdCheckIotlb(ctx: IommufdCtx, ucmd: Ucmd<IommuTestCmdCheckIotlb>): number {
   const { id, iotlbId, iotlb } = ucmd.cmd;
   const hwpt = ctx.objects.get(id, ObjType.HWPT_NESTED) as Hwpt;
-  if (!(hwpt.domain instanceof MockNestedDomain)) fail('EINVAL', `HWPT ${id} is not backed by a mock nested domain`);
-  const got = hwpt.domain.iotlb(iotlbId);
+  const d = hwpt.domain;
+  if (!(d instanceof MockNestedDomain) || d.owner !== mockIommu.name)
+    fail('EINVAL', `HWPT ${id} is backed by ${d?.describe() ?? 'no domain'}, not by a nested domain of the selftest's mock driver`);
+  const got = d.iotlb(iotlbId);
   if (got === undefined) fail('EINVAL', `IOTLB id ${iotlbId} is above the mock's maximum 3`);
   if (got !== iotlb) fail('EINVAL', `IOTLB ${iotlbId} holds ${hex(got)}, expected ${hex(iotlb)}`);
   return 0;
