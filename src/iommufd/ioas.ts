@@ -1,4 +1,5 @@
-import { fail, hex } from '../lib/error.js';
+import { Errno } from '../lib/errno.js';
+import { fail, hex, IommuError } from '../lib/error.js';
 import { Lock } from '../lib/lockdep.js';
 import { U64_MAX } from '../lib/u64.js';
 import { IOMMU_CACHE, IOMMU_READ, IOMMU_WRITE } from '../iommu/domain.js';
@@ -108,24 +109,109 @@ export function ioasIovaRanges(ctx: IommufdCtx, ucmd: Ucmd<IommuIoasIovaRanges>)
   return 0;
 }
 
-/** IOMMU_IOAS_ALLOW_IOVAS */
+/** Entries of the user array read per copy (one page's worth); a faulting chunk is re-read entry by entry. */
+const ALLOW_CHUNK_ENTRIES = 4096 / IommuIovaRange.size;
+
+/**
+ * IOMMU_IOAS_ALLOW_IOVAS. The kernel (iommufd_ioas_load_iovas) takes the entries in array order and
+ * stops at the first one that cannot be read (EFAULT), is empty or a single address (EINVAL) or
+ * overlaps an entry before it (EINVAL). Checking each entry against all earlier ones is quadratic,
+ * so: read up to the first unreadable or degenerate entry, sort those by start and look at
+ * neighbours (a set of ranges has an overlap iff two neighbours in start order overlap). Without
+ * an overlap the first bad entry, if any, decides. With one, the entry the kernel stops at is the
+ * smallest j whose prefix [0, j] has an overlap, found by bisection over that neighbour check.
+ */
 export function ioasAllowIovas(ctx: IommufdCtx, ucmd: Ucmd<IommuIoasAllowIovas>): number {
   const cmd = ucmd.cmd;
   if (cmd.reserved) fail('EOPNOTSUPP', `__reserved is ${hex(cmd.reserved)}, must be 0`);
   const ioas = getIoas(ctx, cmd.ioasId);
-  const list: Range[] = [];
-  for (let i = 0; i < cmd.numIovas; i++) {
-    const bytes = ucmd.user.copyFromUser(cmd.allowedIovas + BigInt(i) * BigInt(IommuIovaRange.size), IommuIovaRange.size);
-    const r = IommuIovaRange.decode(bytes);
-    if (r.start >= r.last)
-      fail('EINVAL', `allowed range ${i} [${hex(r.start)}, ${hex(r.last)}] is empty or a single address (start must be below last)`);
-    const clash = list.find((o) => o.start <= r.last && r.start <= o.last);
-    if (clash)
-      fail('EINVAL', `allowed range ${i} [${hex(r.start)}, ${hex(r.last)}] overlaps [${hex(clash.start)}, ${hex(clash.last)}] given earlier`);
-    list.push({ start: r.start, last: r.last });
+  const { starts, lasts, stop } = loadAllowedIovas(ucmd, cmd);
+  const n = starts.length;
+  // Entries in start order (ties by index): numbers compare much faster than bigints.
+  const hi = new Float64Array(n);
+  const lo = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    hi[i] = Number(starts[i]! >> 32n);
+    lo[i] = Number(starts[i]! & 0xffff_ffffn);
   }
-  ioas.iopt.setAllowIovas(list);
+  const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => hi[a]! - hi[b]! || lo[a]! - lo[b]! || a - b);
+  /** Whether two of entries [0, upTo] overlap: some entry starts at or below the furthest last before it in start order. */
+  const overlapUpTo = (upTo: number): boolean => {
+    let prev = -1;
+    for (const i of order) {
+      if (i > upTo) continue;
+      if (prev >= 0 && starts[i]! <= lasts[prev]!) return true;
+      if (prev < 0 || lasts[i]! > lasts[prev]!) prev = i;
+    }
+    return false;
+  };
+  if (n && overlapUpTo(n - 1)) {
+    let lowJ = 1;
+    let highJ = n - 1;
+    while (lowJ < highJ) {
+      const mid = (lowJ + highJ) >> 1;
+      if (overlapUpTo(mid)) highJ = mid;
+      else lowJ = mid + 1;
+    }
+    const j = highJ;
+    // The lowest-addressed earlier entry it overlaps.
+    const k = order.find((i) => i < j && starts[i]! <= lasts[j]! && starts[j]! <= lasts[i]!)!;
+    fail(
+      'EINVAL',
+      `allowed range ${j} [${hex(starts[j]!)}, ${hex(lasts[j]!)}] overlaps range ${k} [${hex(starts[k]!)}, ${hex(lasts[k]!)}] given earlier`,
+    );
+  }
+  if (stop) throw stop;
+  ioas.iopt.setAllowIovas(order.map((i) => ({ start: starts[i]!, last: lasts[i]! })));
   return 0;
+}
+
+/**
+ * Read ALLOW_IOVAS entries up to the first one that cannot be read or is empty or a single
+ * address; `stop` is that entry's refusal. Reads a page's worth at a time.
+ */
+function loadAllowedIovas(ucmd: Ucmd<IommuIoasAllowIovas>, cmd: IommuIoasAllowIovas): { starts: bigint[]; lasts: bigint[]; stop?: IommuError } {
+  const n = cmd.numIovas;
+  const size = IommuIovaRange.size;
+  const starts: bigint[] = [];
+  const lasts: bigint[] = [];
+  let chunk: Uint8Array = new Uint8Array(0);
+  let view = new DataView(chunk.buffer);
+  let chunkFirst = 0;
+  let chunkCount = 0;
+  for (let i = 0; i < n; i++) {
+    if (i >= chunkFirst + chunkCount) {
+      const at = cmd.allowedIovas + BigInt(i) * BigInt(size);
+      const count = Math.min(n - i, ALLOW_CHUNK_ENTRIES);
+      try {
+        chunk = ucmd.user.copyFromUser(at, count * size);
+        chunkCount = count;
+      } catch (e) {
+        if (!(e instanceof IommuError) || e.errnoName !== 'EFAULT') throw e;
+        try {
+          chunk = ucmd.user.copyFromUser(at, size);
+          chunkCount = 1;
+        } catch (e2) {
+          if (!(e2 instanceof IommuError) || e2.errnoName !== 'EFAULT') throw e2;
+          return { starts, lasts, stop: new IommuError(e2.errno, `reading allowed range ${i} of ${n} at ${hex(at)} faulted: ${e2.explanation}`) };
+        }
+      }
+      chunkFirst = i;
+      view = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    }
+    const off = (i - chunkFirst) * size;
+    const start = view.getBigUint64(off, true);
+    const last = view.getBigUint64(off + 8, true);
+    if (start >= last)
+      return {
+        starts,
+        lasts,
+        stop: new IommuError(Errno.EINVAL, `allowed range ${i} [${hex(start)}, ${hex(last)}] is empty or a single address (start must be below last)`),
+      };
+    starts.push(start);
+    lasts.push(last);
+  }
+  return { starts, lasts };
 }
 
 /** IOMMU_IOAS_MAP */
