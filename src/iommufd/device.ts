@@ -1,4 +1,5 @@
 import { fail, hex, IommuError } from '../lib/error.js';
+import { Lock } from '../lib/lockdep.js';
 import { kernelWarn } from '../lib/warn.js';
 import type { IommuDevice } from '../iommu/device.js';
 import type { AttachHandle } from '../iommu/group.js';
@@ -23,6 +24,8 @@ export interface IommufdAttachHandle extends AttachHandle {
 export class IommufdDevice extends IommufdObject {
   readonly type = ObjType.DEVICE;
   readonly enforceCacheCoherency: boolean;
+  /** idev->iopf_lock: serialises the IOPF enable count. */
+  readonly iopfLock: Lock;
 
   constructor(
     readonly ctx: IommufdCtx,
@@ -31,6 +34,7 @@ export class IommufdDevice extends IommufdObject {
   ) {
     super();
     this.enforceCacheCoherency = dev.driver.capable(dev, 'ENFORCE_CACHE_COHERENCY');
+    this.iopfLock = new Lock('idev->iopf_lock', dev.name);
   }
 
   destroy(): void {
@@ -93,11 +97,16 @@ export function deviceUnbind(idev: IommufdDevice): void {
 
 export function iopfEnable(idev: IommufdDevice): void {
   const dev = idev.dev;
-  if (dev.iopfEnabled === 0) {
-    if (!dev.driver.enableIopf) fail('EOPNOTSUPP', `the ${dev.driver.name} driver does not support I/O page faults`);
-    dev.driver.enableIopf(dev);
+  idev.iopfLock.lock();
+  try {
+    if (dev.iopfEnabled === 0) {
+      if (!dev.driver.enableIopf) fail('EOPNOTSUPP', `the ${dev.driver.name} driver does not support I/O page faults`);
+      dev.driver.enableIopf(dev);
+    }
+    dev.iopfEnabled++;
+  } finally {
+    idev.iopfLock.unlock();
   }
-  dev.iopfEnabled++;
 }
 
 /**
@@ -107,11 +116,16 @@ export function iopfEnable(idev: IommufdDevice): void {
  */
 export function iopfDisable(idev: IommufdDevice): void {
   const dev = idev.dev;
-  if (dev.iopfEnabled === 0) {
-    kernelWarn(`I/O page faults disabled on ${idev.describe()}, which never enabled them (iopf_enabled is 0)`);
-    return;
+  idev.iopfLock.lock();
+  try {
+    if (dev.iopfEnabled === 0) {
+      kernelWarn(`I/O page faults disabled on ${idev.describe()}, which never enabled them (iopf_enabled is 0)`);
+      return;
+    }
+    if (--dev.iopfEnabled === 0) dev.driver.disableIopf?.(dev);
+  } finally {
+    idev.iopfLock.unlock();
   }
-  if (--dev.iopfEnabled === 0) dev.driver.disableIopf?.(dev);
 }
 
 // ------------------------------------------------------------------ reserved regions, MSI

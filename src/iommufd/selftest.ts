@@ -43,9 +43,15 @@ export class SelftestObj extends IommufdObject {
 
   destroy(): void {
     const idev = this.idev!;
-    if (idev.attached) deviceDetach(idev);
+    const mdev = this.mockDev!;
+    mdev.iopfRwsem.lock();
+    try {
+      if (idev.attached) deviceDetach(idev);
+    } finally {
+      mdev.iopfRwsem.unlock();
+    }
     deviceUnbind(idev);
-    mockIommu.destroyMockDevice(this.mockDev!);
+    mockIommu.destroyMockDevice(mdev);
   }
 }
 
@@ -69,15 +75,27 @@ export function mockDomain(ctx: IommufdCtx, ucmd: Ucmd<IommuTestCmdMockDomainFla
     throw e;
   }
   sobj.idev = idev;
+  const mdev = sobj.mockDev;
   try {
-    const hwptId = deviceAttach(idev, cmd.id);
+    mdev.iopfRwsem.lock();
+    let hwptId: number;
+    try {
+      hwptId = deviceAttach(idev, cmd.id);
+    } finally {
+      mdev.iopfRwsem.unlock();
+    }
     try {
       cmd.outHwptId = hwptId;
       cmd.outStdevId = sobj.id;
       cmd.outIdevId = idev.id;
       ucmd.respond();
     } catch (e) {
-      deviceDetach(idev);
+      mdev.iopfRwsem.lock();
+      try {
+        deviceDetach(idev);
+      } finally {
+        mdev.iopfRwsem.unlock();
+      }
       throw e;
     }
   } catch (e) {
@@ -94,7 +112,13 @@ export function mockDomain(ctx: IommufdCtx, ucmd: Ucmd<IommuTestCmdMockDomainFla
 export function mockDomainReplace(ctx: IommufdCtx, ucmd: Ucmd<IommuTestCmdMockDomainReplace & { id: number }>): number {
   const cmd = ucmd.cmd;
   const sobj = ctx.objects.get(cmd.id, ObjType.SELFTEST) as SelftestObj;
-  cmd.ptId = deviceReplace(sobj.idev!, cmd.ptId);
+  const mdev = sobj.mockDev!;
+  mdev.iopfRwsem.lock();
+  try {
+    cmd.ptId = deviceReplace(sobj.idev!, cmd.ptId);
+  } finally {
+    mdev.iopfRwsem.unlock();
+  }
   ucmd.respond();
   return 0;
 }
@@ -186,7 +210,13 @@ export function testTriggerIopf(ctx: IommufdCtx, ucmd: Ucmd<IommuTestCmdTriggerI
   const cmd = ucmd.cmd;
   const idev = getDevice(ctx, cmd.devId);
   if (!mockIommu.isMockDevice(idev.dev)) fail('EINVAL', `${idev.describe()} is not a mock device`);
-  triggerIopf(idev.dev, { pasid: cmd.pasid, grpid: cmd.grpid, perm: cmd.perm, addr: cmd.addr });
+  const mdev = idev.dev;
+  mdev.iopfRwsem.read();
+  try {
+    triggerIopf(mdev, { pasid: cmd.pasid, grpid: cmd.grpid, perm: cmd.perm, addr: cmd.addr });
+  } finally {
+    mdev.iopfRwsem.unlock();
+  }
   return 0;
 }
 

@@ -1,12 +1,16 @@
 /**
- * The lock order the emulator learns while devices attach, replace and detach and HWPTs come and go
- * (reference §5) contains the documented nestings and never one against KERNEL_LOCK_ORDER.
+ * The lock order the emulator learns while devices attach, replace and detach, HWPTs come and go
+ * and faults are delivered (reference §5) contains the documented nestings and never one against
+ * KERNEL_LOCK_ORDER (which the checker is seeded with, so such an acquisition would also throw).
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createArmSmmu } from '../../src/drivers/arm-smmu.js';
 import { ArmSmmuV3Driver } from '../../src/drivers/arm-smmu-v3.js';
+import { iommufdTest } from '../../src/iommufd/test-cmd.js';
 import { KERNEL_LOCK_ORDER, lockdep } from '../../src/lib/lockdep.js';
+import { IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_FAULT_ID_VALID } from '../../src/uapi/iommufd.js';
+import { IOMMU_HWPT_DATA_SELFTEST, IOMMU_TEST_OP_TRIGGER_IOPF, IommuTestCmdTriggerIopf } from '../../src/uapi/iommufd-test.js';
 import { checkInvariants, world } from '../iommufd/helpers.js';
 
 checkInvariants();
@@ -53,4 +57,41 @@ test('attach, replace, HWPT_ALLOC, detach and destroy learn the documented order
   for (const [a, b] of KERNEL_LOCK_ORDER) assert.ok(!edges.has(`${b} -> ${a}`), `learned ${b} -> ${a}, against the documented order`);
   // Replace takes no ioas->mutex inside the group lock (seed thread point 4).
   assert.ok(!edges.has('igroup->lock -> ioas->mutex'));
+});
+
+test('mock devices and fault queues: iopf_rwsem outermost, IOPF and fault locks inside the group lock', () => {
+  const { fd, p } = world();
+  const ioas = fd.ioasAlloc();
+  const va = p.mapAnonymous(4n * 4096n);
+  fd.ioasMap({ ioasId: ioas, userVa: va, length: 4n * 4096n, iova: 0x1000000n });
+  const m = fd.testMockDomain(ioas);
+  const parent = fd.hwptAlloc({ devId: m.idevId, ptId: ioas, flags: IOMMU_HWPT_ALLOC_NEST_PARENT });
+  const q = fd.faultQueueAlloc();
+  const nested = fd.hwptAlloc({
+    devId: m.idevId,
+    ptId: parent,
+    flags: IOMMU_HWPT_FAULT_ID_VALID,
+    faultId: q.faultId,
+    dataType: IOMMU_HWPT_DATA_SELFTEST,
+    data: new Uint8Array(4),
+  });
+  fd.testMockDomainReplace(m.stdevId, nested);
+  fd.call(iommufdTest, IommuTestCmdTriggerIopf.make({ size: 72, op: IOMMU_TEST_OP_TRIGGER_IOPF, devId: m.idevId, grpid: 1, perm: 1 }));
+  assert.equal(fd.faultRead(q.fd).length, 1);
+  fd.testMockDomainReplace(m.stdevId, ioas);
+  fd.destroy(m.stdevId);
+  fd.closeFd(q.fd);
+  fd.close();
+
+  const edges = new Set(lockdep.edges());
+  for (const e of [
+    'mock_dev->iopf_rwsem -> ioas->mutex',
+    'mock_dev->iopf_rwsem -> igroup->lock',
+    'mock_dev->iopf_rwsem -> fault->lock',
+    'igroup->lock -> idev->iopf_lock',
+    'igroup->lock -> fault->mutex',
+    'fault->mutex -> fault->lock',
+  ])
+    assert.ok(edges.has(e), `expected the learned edge ${e}; learned: ${[...edges].join('; ')}`);
+  for (const [a, b] of KERNEL_LOCK_ORDER) assert.ok(!edges.has(`${b} -> ${a}`), `learned ${b} -> ${a}, against the documented order`);
 });

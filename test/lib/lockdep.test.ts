@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Lock, LockDep, LockOrderViolation } from '../../src/lib/lockdep.js';
+import { KERNEL_LOCK_ORDER, Lock, LockDep, LockOrderViolation, lockdep } from '../../src/lib/lockdep.js';
 
 test('lockdep learns an order and rejects its inversion', () => {
   const dep = new LockDep();
@@ -48,4 +48,33 @@ test('nestable classes may be held twice; releasing an unheld lock is reported',
   assert.equal(dep.violations.length, 0);
   assert.ok(dep.idle());
   assert.throws(() => a1.unlock(), /not held/);
+});
+
+test('a seeded order is enforced before it is ever seen; seeds that close a cycle are refused', () => {
+  const dep = new LockDep();
+  dep.seed([
+    ['A', 'B'],
+    ['B', 'C'],
+  ]);
+  const [a, c] = ['A', 'C'].map((n) => new Lock(n, '', false, dep)) as [Lock, Lock];
+  assert.deepEqual(dep.edges(), [], 'seeds are not learned edges');
+  c.lock();
+  assert.throws(() => a.lock(), /taking A while holding C, but A -> C is the kernel's order/);
+  assert.throws(() => dep.seed([['C', 'A']]), /seeding C -> A closes a cycle/);
+});
+
+test('the process-wide checker is seeded with KERNEL_LOCK_ORDER: a reversal throws the first time', () => {
+  for (const [outer, inner] of KERNEL_LOCK_ORDER) {
+    const o = new Lock(outer, 'test');
+    const i = new Lock(inner, 'test');
+    i.lock();
+    try {
+      assert.throws(() => o.lock(), LockOrderViolation, `${inner} then ${outer}`);
+    } finally {
+      lockdep.resetHeld();
+      lockdep.violations.length = 0;
+    }
+  }
+  for (const e of ['igroup->lock -> group->mutex', 'fault->mutex -> fault->lock', 'mock_dev->iopf_rwsem -> igroup->lock'])
+    assert.ok(KERNEL_LOCK_ORDER.some(([a, b]) => `${a} -> ${b}` === e), e);
 });

@@ -1,5 +1,6 @@
 import { IommuDevice } from '../../iommu/device.js';
 import type { IommuDriver } from '../../iommu/driver.js';
+import { Lock } from '../../lib/lockdep.js';
 import { MOCK_FLAGS_DEVICE_HUGE_IOVA, MOCK_FLAGS_DEVICE_NO_DIRTY } from '../../uapi/iommufd-test.js';
 
 /**
@@ -9,6 +10,11 @@ import { MOCK_FLAGS_DEVICE_HUGE_IOVA, MOCK_FLAGS_DEVICE_NO_DIRTY } from '../../u
 export class MockDevice extends IommuDevice {
   /** False once deleted (mock_dev_destroy). */
   alive = true;
+  /**
+   * mock_dev->iopf_rwsem: the selftest takes it for write around device_add and around every
+   * attach, replace and detach of the device, and for read around TRIGGER_IOPF's fault report.
+   */
+  readonly iopfRwsem: Lock;
 
   constructor(
     driver: IommuDriver,
@@ -18,6 +24,7 @@ export class MockDevice extends IommuDevice {
     readonly flags: number,
   ) {
     super(`iommufd_mock${id}`, driver, { isMock: true });
+    this.iopfRwsem = new Lock('mock_dev->iopf_rwsem', this.name);
   }
 
   get noDirty(): boolean {

@@ -92,11 +92,14 @@ export class MockIommuDriver implements IommuDriver, MockDomainHost {
       if (opts.group.devices.some((d) => d.driver !== this)) fail('EINVAL', `${opts.group.describe()} holds devices of another driver`);
     }
     const dev = new MockDevice(this, this.deviceIds.alloc(), flags);
+    dev.iopfRwsem.lock();
     try {
       (opts.group ?? new IommuGroup()).addDevice(dev);
     } catch (e) {
       this.deviceIds.free(dev.id);
       throw e;
+    } finally {
+      dev.iopfRwsem.unlock();
     }
     return dev;
   }
