@@ -59,15 +59,18 @@ enum {
 	FR_READ = 3,
 	FR_WRITE = 4,
 	FR_POLL = 5,
+	FR_CHANNEL = 6,
+	FR_DOORBELL = 7,
 	FR_ACK = 0x81,
 	FR_RESULT = 0x82,
 	FR_WAKE = 0x83,
+	FR_DONE = 0x84,
 };
 
 enum { KIND_IOMMU = 0, KIND_VFIO = 1, KIND_SPARE = 2, KIND_ATTACH = 3 };
 
 #define HELLO_MAGIC 0x464d4f49u /* "IOMF" */
-#define PROTO_VERSION 2u
+#define PROTO_VERSION 3u
 /* Client sockets are bound to "\0iommufd-ts/<pid>/<random>": the pid tells which process connected it. */
 #define CLIENT_NAME_PREFIX "iommufd-ts/"
 #define INLINE_MAX 4096
@@ -140,6 +143,56 @@ struct result {
 	uint32_t new_fd_cloexec;
 };
 
+/*
+ * The fast channel: one shared page set per process (a memfd we map and the daemon opens through
+ * /proc/<pid>/fd), so that an ioctl costs no socket round trip while the daemon is busy serving us:
+ * we store the request and its sequence number, the daemon (polling the channels of recently
+ * active processes between its event-loop rounds) stores the RESULT frame and the same number.
+ * When the daemon says it is not polling (state 0), or the answer takes long, we ring the doorbell
+ * (a DOORBELL frame on the file's socket) and block until its DONE; the answer is then in the
+ * channel. Only IOCTL travels here; READ/WRITE/POLL stay on the socket (they drain WAKE frames).
+ */
+#define CHAN_MAGIC 0x4e414843u /* "CHAN" */
+#define CHAN_SIZE 16384u
+#define CHAN_REQ_OFF 64u
+#define CHAN_RESP_OFF 8192u
+
+struct chan_hdr {
+	uint32_t magic;
+	uint32_t version;
+	uint32_t req_seq; /* client: the request in the request area is number req_seq */
+	uint32_t resp_seq; /* daemon: the RESULT in the response area answers request resp_seq */
+	uint32_t state; /* daemon: 1 while it polls this channel between event-loop rounds */
+	uint32_t busy; /* daemon: how many channels it has polled recently (a hint for spinning) */
+	uint32_t seen; /* daemon: the request it has picked up (it is running and working on it) */
+};
+
+struct chan_req {
+	uint64_t ino; /* the socket inode of the fd the call is made on */
+	uint32_t type; /* FR_IOCTL */
+	uint32_t len; /* payload bytes that follow */
+	int32_t fd; /* the fd number (checked through /proc when the connection is not ours) */
+	uint32_t pad;
+};
+
+struct channel_open {
+	struct auth auth;
+	int32_t memfd;
+	uint32_t size;
+};
+
+struct doorbell {
+	struct auth auth;
+	uint32_t seq;
+	uint32_t flags; /* DB_NOPOLL: we ring for every call for a while, polling us is wasted */
+};
+#define DB_NOPOLL 1u
+
+struct done {
+	int32_t status;
+	uint32_t seq;
+};
+
 static struct {
 	int (*open)(const char *, int, ...);
 	int (*open64)(const char *, int, ...);
@@ -158,6 +211,25 @@ static size_t sock_path_len;
 static int debug;
 /* How long to poll for an answer before blocking (spin_until_readable). */
 static int64_t spin_ns = 30000;
+/*
+ * Waiting on the fast channel: until the daemon has picked the request up (it is running and
+ * polling us) at most chan_pick_ns, then for the answer at most chan_spin_ns, yielding the CPU
+ * as we go; past either, or when other clients are busy too, we ring the doorbell and block.
+ */
+static int64_t chan_pick_ns = 30000;
+static int64_t chan_spin_ns = 300000;
+/*
+ * When the daemon repeatedly fails to pick our requests up in time, the CPUs are busy with other
+ * work and spinning only takes CPU from the daemon: then ring the doorbell right away for the
+ * next CHAN_BLOCK_CALLS calls, and try spinning again after that.
+ */
+#define CHAN_MISSES_TO_BLOCK 3
+#define CHAN_BLOCK_CALLS 512
+static unsigned g_chan_misses, g_chan_block_left;
+static int chan_enabled = 1;
+static volatile uint8_t *g_chan; /* this process's channel, or NULL */
+static pid_t g_chan_pid; /* the process g_chan (or its failure) belongs to */
+static uint32_t g_chan_seq;
 static pthread_mutex_t rpc_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
@@ -210,6 +282,10 @@ static void atfork_child(void)
 	g_secret_pid = 0; /* a new process: new secret on first use */
 	g_pid = 0;
 	g_ptracer_pid = 0;
+	g_chan = NULL; /* not mapped here (MADV_DONTFORK): the child opens its own */
+	g_chan_pid = 0;
+	g_chan_seq = 0;
+	g_chan_misses = g_chan_block_left = 0;
 }
 
 static void init(void)
@@ -226,6 +302,16 @@ static void init(void)
 	const char *sp = getenv("IOMMUFD_TS_SPIN_US");
 	if (sp && *sp)
 		spin_ns = (int64_t)atoi(sp) * 1000;
+	const char *ch = getenv("IOMMUFD_TS_CHANNEL");
+	chan_enabled = !(ch && *ch == '0');
+	const char *cs = getenv("IOMMUFD_TS_CHANNEL_SPIN_US");
+	if (cs && *cs)
+		chan_spin_ns = (int64_t)atoi(cs) * 1000;
+	const char *cp = getenv("IOMMUFD_TS_CHANNEL_PICK_US");
+	if (cp && *cp)
+		chan_pick_ns = (int64_t)atoi(cp) * 1000;
+	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+		chan_pick_ns = chan_spin_ns = 0; /* spinning would only keep the daemon off the one CPU */
 	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 	errno = saved;
 }
@@ -649,6 +735,170 @@ static void own_connection(int fd)
 	close(k);
 }
 
+/*
+ * This process's fast channel, opened on first use through emulated fd `fd` (one this process
+ * holds a connection of its own to). NULL when it is disabled or the daemon refused it; then every
+ * call takes the socket. Called with rpc_lock held. The memfd is closed again before we return, so
+ * the program's fd numbers are the ones it would get from the kernel.
+ */
+static volatile uint8_t *channel(int fd)
+{
+	pid_t pid = my_pid();
+	if (g_chan_pid == pid)
+		return g_chan;
+	g_chan_pid = pid;
+	g_chan = NULL;
+	g_chan_seq = 0;
+	if (!chan_enabled)
+		return NULL;
+	int mfd = memfd_create("iommufd-ts-channel", MFD_CLOEXEC);
+	if (mfd < 0)
+		return NULL;
+	void *m = MAP_FAILED;
+	if (ftruncate(mfd, CHAN_SIZE) == 0)
+		m = (void *)syscall(SYS_mmap, NULL, (size_t)CHAN_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	if (m == MAP_FAILED) {
+		close(mfd);
+		return NULL;
+	}
+	bump_state();
+	madvise(m, CHAN_SIZE, MADV_DONTFORK);
+	struct chan_hdr *h = m;
+	h->magic = CHAN_MAGIC;
+	h->version = PROTO_VERSION;
+	struct channel_open co = { .memfd = mfd, .size = CHAN_SIZE };
+	fill_auth(&co.auth);
+	struct frame_hdr fh = { .len = sizeof(co), .type = FR_CHANNEL };
+	struct iovec iov[2] = { { &fh, sizeof(fh) }, { &co, sizeof(co) } };
+	struct ack a;
+	int ok = sendv_all(fd, iov, 2) == 0 && recv_frame(fd, FR_ACK, &a, sizeof(a), NULL, 0) >= 0 && a.status == 0;
+	close(mfd);
+	if (!ok) {
+		dbg("iommufd-shim: pid %d: no fast channel, using the socket\n", (int)pid);
+		syscall(SYS_munmap, m, (size_t)CHAN_SIZE);
+		bump_state();
+		return NULL;
+	}
+	g_chan = m;
+	return g_chan;
+}
+
+/* The channel is unusable (the daemon dropped it): back to the socket for good. */
+static void channel_broken(void)
+{
+	if (g_chan)
+		syscall(SYS_munmap, (void *)g_chan, (size_t)CHAN_SIZE);
+	bump_state();
+	g_chan = NULL;
+}
+
+static inline int64_t mono_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/*
+ * One request through the channel; the same contract as sendv_all + recv_frame(FR_RESULT) on the
+ * socket (iov[0] is the frame header, which is not copied). Returns the size of the rest of the
+ * answer, or -1 with errno. Called with rpc_lock held.
+ */
+static ssize_t channel_call(volatile uint8_t *ch, int fd, uint32_t type, struct iovec *iov, int cnt, void *fixed,
+			    size_t fixed_len, void *extra, size_t extra_cap)
+{
+	volatile struct chan_hdr *h = (volatile struct chan_hdr *)ch;
+	struct stat st;
+	if (fstat(fd, &st) != 0)
+		return -1;
+	size_t len = 0;
+	for (int i = 1; i < cnt; i++)
+		len += iov[i].iov_len;
+	if (CHAN_REQ_OFF + sizeof(struct chan_req) + len > CHAN_RESP_OFF) {
+		errno = EMSGSIZE;
+		return -1;
+	}
+	struct chan_req rq = { .ino = (uint64_t)st.st_ino, .type = type, .len = (uint32_t)len, .fd = fd };
+	uint8_t *p = (uint8_t *)ch + CHAN_REQ_OFF;
+	memcpy(p, &rq, sizeof(rq));
+	p += sizeof(rq);
+	for (int i = 1; i < cnt; i++) {
+		memcpy(p, iov[i].iov_base, iov[i].iov_len);
+		p += iov[i].iov_len;
+	}
+	uint32_t seq = ++g_chan_seq;
+	if (!seq)
+		seq = ++g_chan_seq;
+	__atomic_store_n(&h->req_seq, seq, __ATOMIC_RELEASE);
+	/* Our store must be visible before we read the daemon's state (it stores state, then reads requests). */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	int answered = 0;
+	if (g_chan_block_left)
+		g_chan_block_left--;
+	else if (__atomic_load_n(&h->state, __ATOMIC_ACQUIRE) && __atomic_load_n(&h->busy, __ATOMIC_RELAXED) <= 1) {
+		/* The daemon polls us and serves nobody else: wait for it without a system call. */
+		int64_t t0 = mono_ns(), limit = chan_pick_ns;
+		int picked = 0;
+		for (unsigned i = 1;; i++) {
+			if (__atomic_load_n(&h->resp_seq, __ATOMIC_ACQUIRE) == seq) {
+				answered = picked = 1;
+				break;
+			}
+			if (!picked && __atomic_load_n(&h->seen, __ATOMIC_ACQUIRE) == seq) {
+				picked = 1; /* it runs and works on it: worth waiting a little longer */
+				limit = chan_spin_ns;
+			}
+			if (!__atomic_load_n(&h->state, __ATOMIC_ACQUIRE))
+				break;
+			if ((i & 15) == 0) {
+				if (mono_ns() - t0 > limit)
+					break;
+				sched_yield();
+			}
+			__builtin_ia32_pause();
+		}
+		if (picked)
+			g_chan_misses = 0;
+		else if (++g_chan_misses >= CHAN_MISSES_TO_BLOCK) {
+			g_chan_misses = 0;
+			g_chan_block_left = CHAN_BLOCK_CALLS;
+		}
+	}
+	if (!answered) {
+		/* The daemon is not polling us (or is slow): wake it through the socket. */
+		struct doorbell db = { .seq = seq, .flags = g_chan_block_left ? DB_NOPOLL : 0 };
+		fill_auth(&db.auth);
+		struct frame_hdr fh = { .len = sizeof(db), .type = FR_DOORBELL };
+		struct iovec dv[2] = { { &fh, sizeof(fh) }, { &db, sizeof(db) } };
+		struct done d;
+		if (sendv_all(fd, dv, 2) || recv_frame(fd, FR_DONE, &d, sizeof(d), NULL, 0) < 0)
+			return -1;
+		if (d.status == -ENXIO) {
+			/* The daemon has no channel for us (it dropped it): nothing was run, use the socket. */
+			channel_broken();
+			errno = ENXIO;
+			return -2;
+		}
+		if (d.status < 0 || d.seq != seq || __atomic_load_n(&h->resp_seq, __ATOMIC_ACQUIRE) != seq) {
+			channel_broken();
+			errno = EPROTO;
+			return -1;
+		}
+	}
+	struct frame_hdr rh;
+	memcpy(&rh, (const uint8_t *)ch + CHAN_RESP_OFF, sizeof(rh));
+	if (rh.type != FR_RESULT || rh.len < fixed_len || CHAN_RESP_OFF + sizeof(rh) + rh.len > CHAN_SIZE) {
+		errno = EPROTO;
+		return -1;
+	}
+	const uint8_t *body = (const uint8_t *)ch + CHAN_RESP_OFF + sizeof(rh);
+	memcpy(fixed, body, fixed_len);
+	size_t rest = rh.len - fixed_len, take = rest < extra_cap ? rest : extra_cap;
+	if (take)
+		memcpy(extra, body + fixed_len, take);
+	return (ssize_t)take;
+}
+
 static int path_kind(const char *path)
 {
 	if (!path)
@@ -854,7 +1104,10 @@ static int emu_ioctl(int fd, unsigned long req, unsigned long arg)
 	struct iovec iov[3] = { { &fh, sizeof(fh) }, { &r, sizeof(r) }, { inl, inl_len } };
 	struct result res;
 	ssize_t got = -1;
-	if (sendv_all(fd, iov, 3) == 0)
+	volatile uint8_t *ch = channel(fd);
+	if (ch)
+		got = channel_call(ch, fd, FR_IOCTL, iov, 3, &res, sizeof(res), dirty, sizeof(dirty));
+	if ((!ch || got == -2) && sendv_all(fd, iov, 3) == 0)
 		got = recv_frame(fd, FR_RESULT, &res, sizeof(res), dirty, sizeof(dirty));
 	int e = errno;
 	if (got >= 0) {

@@ -153,6 +153,9 @@ function checkSpan(offset: number, length: number): void {
   if (offset < 0 || length < 0 || offset + length > PAGE_SIZE) throw new RangeError(`frame access [${offset}, +${length}) beyond 4096`);
 }
 
+/** How many shared objects stay open after their last pinned page went (see unpinBacking). */
+const IDLE_BACKINGS = 16;
+
 /**
  * The frame registry and the machinery shared by all host address spaces of one daemon.
  * `beginRequest()` starts a new request: cached /proc/<pid>/maps are dropped.
@@ -160,6 +163,8 @@ function checkSpan(offset: number, length: number): void {
 export class HostMemory {
   private readonly frames = new Map<string, HostFrame>();
   private readonly backings = new Map<string, Backing>();
+  /** Backings no page pins any more, still open (least recently released first). */
+  private readonly idleBackings = new Map<string, Backing>();
   private nextPfn = 0x100000;
   private nextMmId = 1;
   private fsTypes: Map<string, string> | undefined;
@@ -290,6 +295,13 @@ export class HostMemory {
     const k = `${f.shared.dev}:${f.shared.inode}`;
     let b = this.backings.get(k);
     if (!b) {
+      b = this.idleBackings.get(k);
+      if (b) {
+        this.idleBackings.delete(k);
+        this.backings.set(k, b);
+      }
+    }
+    if (!b) {
       const path = `/proc/${f.mm.pid}/map_files/${vma.start.toString(16)}-${vma.end.toString(16)}`;
       let fd = -1;
       let writable = false;
@@ -315,8 +327,14 @@ export class HostMemory {
     const b = this.backings.get(k);
     if (!b) return;
     if (--b.pins === 0) {
-      if (b.fd >= 0) fs.closeSync(b.fd);
       this.backings.delete(k);
+      // Kept open for a while: a copy through an access pins and unpins the same object per call.
+      this.idleBackings.set(k, b);
+      if (this.idleBackings.size > IDLE_BACKINGS) {
+        const [oldKey, old] = this.idleBackings.entries().next().value!;
+        this.idleBackings.delete(oldKey);
+        if (old.fd >= 0) fs.closeSync(old.fd);
+      }
     }
   }
 
@@ -375,7 +393,9 @@ export class HostMemory {
   /** Close every backing fd (daemon shutdown). */
   dispose(): void {
     for (const b of this.backings.values()) if (b.fd >= 0) fs.closeSync(b.fd);
+    for (const b of this.idleBackings.values()) if (b.fd >= 0) fs.closeSync(b.fd);
     this.backings.clear();
+    this.idleBackings.clear();
     this.frames.clear();
   }
 }

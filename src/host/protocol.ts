@@ -15,6 +15,9 @@
  *          u32 inline length | u32 writable length | u32 pad | inline bytes (the struct at arg)
  *   READ / WRITE  auth | u64 user address | u64 count
  *   POLL   auth | u32 events | u32 pad
+ *   CHANNEL  auth | i32 memfd | u32 size  (this process's fast channel, see channel.ts; answered by ACK)
+ *   DOORBELL auth | u32 seq | u32 flags   (request seq is waiting in the channel; answered by DONE;
+ *                                          flag 1: the client rings for every call for now, do not poll it)
  *   where auth = u32 pid | u32 state generation | u64 secret address | u8 secret[16]
  *   (the generation changes whenever the client mmaps, munmaps, mprotects, or changes creds/rlimits)
  *
@@ -23,6 +26,7 @@
  *   RESULT i64 ret (>= 0, or -errno) | u32 dirty offset | u32 dirty length | i32 new fd
  *          | u32 new fd close-on-exec | dirty bytes (to write back at arg + dirty offset)
  *   WAKE   (empty; the file became readable; the shim skips it while waiting for a RESULT)
+ *   DONE   i32 status (0, or -errno: no channel / not that request) | u32 seq (the answer is in the channel)
  */
 
 export const FrameType = {
@@ -31,18 +35,23 @@ export const FrameType = {
   READ: 3,
   WRITE: 4,
   POLL: 5,
+  CHANNEL: 6,
+  DOORBELL: 7,
   ACK: 0x81,
   RESULT: 0x82,
   WAKE: 0x83,
+  DONE: 0x84,
 } as const;
 
 export const HELLO_MAGIC = 0x464d4f49;
-export const PROTO_VERSION = 2;
+export const PROTO_VERSION = 3;
 export const HELLO_SIZE = 72;
 export const AUTH_SIZE = 32;
 export const IOCTL_FIXED_SIZE = AUTH_SIZE + 40;
 export const RW_SIZE = AUTH_SIZE + 16;
 export const POLL_SIZE = AUTH_SIZE + 8;
+export const CHANNEL_SIZE = AUTH_SIZE + 8;
+export const DOORBELL_SIZE = AUTH_SIZE + 8;
 /** The shim never inlines more than this; anything larger is a protocol violation. */
 export const INLINE_MAX = 4096;
 /** Largest payload the daemon accepts before calling the peer broken. */
@@ -194,6 +203,38 @@ export function decodeRw(p: Buffer): RwRequest {
 export function decodePoll(p: Buffer): PollRequest {
   if (p.length !== POLL_SIZE) throw new ProtocolError(`POLL of ${p.length} bytes`);
   return { auth: readAuth(p), events: p.readUInt32LE(AUTH_SIZE) };
+}
+
+export interface ChannelOpen {
+  auth: Auth;
+  memfd: number;
+  size: number;
+}
+
+export function decodeChannelOpen(p: Buffer): ChannelOpen {
+  if (p.length !== CHANNEL_SIZE) throw new ProtocolError(`CHANNEL of ${p.length} bytes`);
+  return { auth: readAuth(p), memfd: p.readInt32LE(AUTH_SIZE), size: p.readUInt32LE(AUTH_SIZE + 4) };
+}
+
+export interface Doorbell {
+  auth: Auth;
+  seq: number;
+  /** The client rings for every call for a while (it found the CPUs busy): polling it is wasted. */
+  noPoll: boolean;
+}
+
+export function decodeDoorbell(p: Buffer): Doorbell {
+  if (p.length !== DOORBELL_SIZE) throw new ProtocolError(`DOORBELL of ${p.length} bytes`);
+  return { auth: readAuth(p), seq: p.readUInt32LE(AUTH_SIZE), noPoll: (p.readUInt32LE(AUTH_SIZE + 4) & 1) !== 0 };
+}
+
+export function encodeDone(status: number, seq: number): Buffer {
+  const b = Buffer.alloc(16);
+  b.writeUInt32LE(8, 0);
+  b.writeUInt32LE(FrameType.DONE, 4);
+  b.writeInt32LE(status, 8);
+  b.writeUInt32LE(seq >>> 0, 12);
+  return b;
 }
 
 export function encodeAck(status: number): Buffer {

@@ -17,7 +17,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { Errno, errnoName } from '../lib/errno.js';
-import { IommuError } from '../lib/error.js';
+import { IommuError, setErrorStacks } from '../lib/error.js';
 import { lockdep } from '../lib/lockdep.js';
 import { IommufdCtx } from '../iommufd/context.js';
 import { POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM, type EmulatedFile, type FdTable } from '../iommufd/file.js';
@@ -25,13 +25,17 @@ import { DEFAULT_IOCTL_OPTIONS, iommufdIoctl, type IoctlOptions } from '../iommu
 import { HostProcesses } from './host-task.js';
 import type { HostTask } from './host-task.js';
 import { InlineUser } from './host-memory.js';
+import { Channel } from './channel.js';
 import {
   ConnKind,
+  decodeChannelOpen,
+  decodeDoorbell,
   decodeHello,
   decodeIoctl,
   decodePoll,
   decodeRw,
   encodeAck,
+  encodeDone,
   encodeResult,
   FrameReader,
   FrameType,
@@ -63,6 +67,11 @@ export interface ServerOptions {
    * CPU (tens of microseconds in a VM). 0 disables it. Default 200.
    */
   spinMicros?: number;
+  /**
+   * While a client's fast channel (channel.ts) has had requests within this many microseconds,
+   * keep polling it between event-loop rounds (the client then needs no doorbell). Default 500.
+   */
+  channelPollMicros?: number;
 }
 
 /**
@@ -81,6 +90,10 @@ class Conn {
   rejected = false;
   /** A WAKE frame was sent and the client has not made a request since. */
   wakePending = false;
+  /** Counted in the opener's number of connections (channels close with the last). */
+  counted = false;
+  /** A task other than the opener that was found to hold this socket (exec'd, same pid). */
+  heldBy: HostTask | undefined;
   constructor(
     readonly id: number,
     readonly socket: net.Socket,
@@ -114,11 +127,20 @@ export class IommufdServer {
   private readonly pending: { conn: Conn; type: number; payload: Buffer }[] = [];
   private drainScheduled = false;
   private listening = false;
+  /** Each client process's fast channel, and the ones being polled between event-loop rounds. */
+  private readonly channels = new Map<HostTask, Channel>();
+  private readonly polled = new Set<Channel>();
+  /** Connections each task opened (its channel is closed with the last). */
+  private readonly connsOf = new Map<HostTask, number>();
+  /** Where the RESULT of the request being handled goes when it came through a channel. */
+  private replyTo: { ch: Channel; seq: number; sent: boolean } | null = null;
   /** Exceptions that escaped the emulator while serving (bugs); the daemon keeps running. */
   readonly internalErrors: unknown[] = [];
   readonly stats: ServerStats = { connections: 0, open: 0, requests: 0, ioctls: 0, protocolErrors: 0, rejected: 0 };
 
   constructor(private readonly options: ServerOptions) {
+    // Clients get an errno and an explanation, never a JavaScript stack.
+    setErrorStacks(false);
     this.procs = new HostProcesses({ uid: options.uid });
     this.opts = options.ioctlOptions ?? DEFAULT_IOCTL_OPTIONS;
     this.server = net.createServer({ allowHalfOpen: false }, (s) => this.accept(s));
@@ -155,6 +177,9 @@ export class IommufdServer {
       this.release(c, 'daemon shutdown');
       c.socket.destroy();
     }
+    for (const ch of this.channels.values()) ch.close();
+    this.channels.clear();
+    this.polled.clear();
     if (this.listening) {
       await new Promise<void>((resolve) => this.server.close(() => resolve()));
       this.listening = false;
@@ -224,20 +249,235 @@ export class IommufdServer {
   }
 
   private lastActivity = 0;
-  private spinning = false;
+  private hot = false;
 
-  /** Adaptive polling: setImmediate makes libuv poll with a zero timeout while it is pending. */
+  /**
+   * Adaptive polling. While the event loop has setImmediate work pending, libuv polls with a zero
+   * timeout, so after a request we keep a tick going for a while: sockets are then read without an
+   * idle CPU having to wake up, and the fast channels of recently active clients are polled.
+   */
   private spin(): void {
-    const window = this.options.spinMicros ?? 200;
-    if (window <= 0) return;
     this.lastActivity = performance.now();
-    if (this.spinning) return;
-    this.spinning = true;
-    const tick = (): void => {
-      if (this.listening && performance.now() - this.lastActivity < window / 1000) setImmediate(tick);
-      else this.spinning = false;
-    };
-    setImmediate(tick);
+    if (this.hot || !this.listening) return;
+    this.hot = true;
+    setImmediate(this.tick);
+  }
+
+  private readonly tick = (): void => {
+    const now = performance.now();
+    // Requests the previous round found are answered now, after the poll phase in between: a
+    // close() the client made before its call (an EOF on another socket) has been released first,
+    // exactly as the socket path orders them.
+    for (const ch of this.polled) {
+      if (ch.seen && ch.seen !== ch.answered) this.serveChannel(ch, ch.seen);
+      ch.seen = 0;
+    }
+    let found = false;
+    for (const ch of this.polled) {
+      if (ch.closed) {
+        this.polled.delete(ch);
+        continue;
+      }
+      const seq = this.peek(ch);
+      if (seq !== ch.answered) {
+        ch.seen = seq;
+        ch.lastRequest = now;
+        found = true;
+        this.markSeen(ch, seq);
+      }
+    }
+    if (found) this.lastActivity = now;
+    const window = (this.polled.size ? (this.options.channelPollMicros ?? 500) : (this.options.spinMicros ?? 200)) / 1000;
+    if (this.listening && (found || now - this.lastActivity < window)) {
+      setImmediate(this.tick);
+      return;
+    }
+    // Going idle: tell the clients to ring the doorbell from now on, then look once more (a
+    // request stored before they could see that is still found here).
+    for (const ch of this.polled) ch.setPolled(false, 0);
+    for (const ch of this.polled) {
+      const seq = this.peek(ch);
+      if (seq !== ch.answered) {
+        ch.seen = seq;
+        found = true;
+      } else this.polled.delete(ch);
+    }
+    if (found && this.listening) {
+      for (const ch of this.polled) ch.setPolled(true, this.polled.size);
+      this.lastActivity = now;
+      setImmediate(this.tick);
+      return;
+    }
+    this.polled.clear();
+    this.hot = false;
+  };
+
+  private markSeen(ch: Channel, seq: number): void {
+    try {
+      ch.markSeen(seq);
+    } catch (e) {
+      this.dropChannel(ch, e);
+    }
+  }
+
+  /** The channel's request number; a channel that cannot be read any more is dropped. */
+  private peek(ch: Channel): number {
+    try {
+      return ch.requestSeq();
+    } catch (e) {
+      this.dropChannel(ch, e);
+      return ch.answered;
+    }
+  }
+
+  private closeChannel(ch: Channel): void {
+    ch.close();
+    this.polled.delete(ch);
+    if (this.channels.get(ch.task) === ch) this.channels.delete(ch.task);
+  }
+
+  /** Close the channels of processes that have exited or exec'd. */
+  private sweepChannels(): void {
+    for (const ch of [...this.channels.values()]) if (!ch.task.alive()) this.closeChannel(ch);
+  }
+
+  private dropChannel(ch: Channel, e: unknown): void {
+    this.log(`process ${ch.task.pid}: fast channel dropped: ${e instanceof Error ? e.message : String(e)}`);
+    try {
+      ch.setPolled(false, 0);
+    } catch {
+      /* unreadable */
+    }
+    ch.close();
+    this.polled.delete(ch);
+    if (this.channels.get(ch.task) === ch) this.channels.delete(ch.task);
+  }
+
+  /** Answer request `seq` of a channel (one the tick or a doorbell found). */
+  private serveChannel(ch: Channel, seq: number): void {
+    let conn: Conn | undefined;
+    let payload: Buffer;
+    try {
+      const r = ch.readRequest(seq);
+      if (r.type !== FrameType.IOCTL) throw new ProtocolError(`channel request of type ${r.type}; only IOCTL travels there`);
+      payload = r.payload;
+      conn = this.byIno.get(r.ino);
+      if (!conn || conn.released || conn.rejected || !conn.hello || !this.holds(conn, ch.task, r.fd, r.ino)) {
+        this.stats.requests++;
+        ch.answer(seq, encodeResult({ ret: -Errno.EBADF }), this.polled.size);
+        this.trace(formatCall(ch.task.pid, `ioctl on fd ${r.fd}`, -Errno.EBADF, `fd ${r.fd} of process ${ch.task.pid} is not an emulated file it holds`));
+        return;
+      }
+    } catch (e) {
+      this.dropChannel(ch, e);
+      return;
+    }
+    this.stats.requests++;
+    this.replyTo = { ch, seq, sent: false };
+    try {
+      this.ioctl(conn, decodeIoctl(payload), ch.task);
+    } catch (e) {
+      this.dropConn(conn, e);
+    } finally {
+      const r = this.replyTo;
+      this.replyTo = null;
+      if (!r.sent && !ch.closed) {
+        try {
+          ch.answer(seq, encodeResult({ ret: -Errno.EIO }), this.polled.size);
+        } catch (e2) {
+          this.dropChannel(ch, e2);
+        }
+      }
+    }
+    this.checkWakes();
+  }
+
+  /** Whether `task` may call through `conn`: it opened it, or /proc says it holds the socket. */
+  private holds(conn: Conn, task: HostTask, fd: number, ino: bigint): boolean {
+    if (conn.opener === task || conn.heldBy === task) return true;
+    let link = '';
+    try {
+      link = fs.readlinkSync(`/proc/${task.pid}/fd/${fd}`);
+    } catch {
+      link = '';
+    }
+    if (link !== `socket:[${ino}]`) return false;
+    conn.heldBy = task;
+    return true;
+  }
+
+  /** The RESULT of the request being handled: into its channel, or onto its socket. */
+  private reply(conn: Conn, buf: Buffer): void {
+    const r = this.replyTo;
+    if (!r) {
+      this.send(conn, buf);
+      return;
+    }
+    r.sent = true;
+    try {
+      r.ch.answer(r.seq, buf, this.polled.size);
+    } catch (e) {
+      this.dropChannel(r.ch, e);
+    }
+  }
+
+  private channelOpen(conn: Conn, payload: Buffer): void {
+    const c = decodeChannelOpen(payload);
+    let status = 0;
+    try {
+      const task = this.procs.authenticate(c.auth.pid, c.auth.secretAddr, c.auth.secret);
+      if (conn.opener !== task) throw new IommuError(Errno.EPERM, `process ${task.pid} asks for a channel over a connection it did not open`);
+      if (this.channels.size >= 16) this.sweepChannels();
+      const ch = Channel.open(task, c.memfd, c.size);
+      const old = this.channels.get(task);
+      if (old) this.dropChannel(old, new Error('replaced by a new channel'));
+      this.channels.set(task, ch);
+      this.trace(formatCall(task.pid, `channel(fd ${c.memfd})`, 0));
+    } catch (e) {
+      status = e instanceof IommuError ? -e.errno : -Errno.EINVAL;
+      this.log(`connection ${conn.id}: channel refused: ${e instanceof IommuError ? e.explanation : e instanceof Error ? e.message : String(e)}`);
+    }
+    this.send(conn, encodeAck(status));
+  }
+
+  private doorbell(conn: Conn, payload: Buffer): void {
+    const d = decodeDoorbell(payload);
+    let task: HostTask;
+    try {
+      task = this.procs.authenticate(d.auth.pid, d.auth.secretAddr, d.auth.secret);
+    } catch (e) {
+      if (!(e instanceof IommuError)) throw e;
+      this.send(conn, encodeDone(-e.errno, d.seq));
+      return;
+    }
+    const ch = this.channels.get(task);
+    if (!ch || ch.closed) {
+      this.send(conn, encodeDone(-Errno.ENXIO, d.seq));
+      return;
+    }
+    if (ch.answered !== d.seq) {
+      const seq = this.peek(ch);
+      if (seq === d.seq) {
+        ch.seen = 0;
+        this.serveChannel(ch, seq);
+      }
+    }
+    if (ch.closed || ch.answered !== d.seq) {
+      this.send(conn, encodeDone(-Errno.EIO, d.seq));
+      return;
+    }
+    this.send(conn, encodeDone(0, d.seq));
+    if (d.noPoll) {
+      ch.setPolled(false, this.polled.size);
+      this.polled.delete(ch);
+      return;
+    }
+    // It is talking: poll its channel for a while, so the next calls need no doorbell.
+    ch.lastRequest = performance.now();
+    if (!this.polled.has(ch)) {
+      this.polled.add(ch);
+      ch.setPolled(true, this.polled.size);
+    }
   }
 
   private dropConn(conn: Conn, e: unknown): void {
@@ -276,6 +516,12 @@ export class IommufdServer {
         return;
       case FrameType.POLL:
         this.poll(conn, payload);
+        return;
+      case FrameType.CHANNEL:
+        this.channelOpen(conn, payload);
+        return;
+      case FrameType.DOORBELL:
+        this.doorbell(conn, payload);
         return;
       default:
         throw new ProtocolError(`unexpected frame type ${type}`);
@@ -348,13 +594,16 @@ export class IommufdServer {
       conn.bound = { kind: 'ctx', ctx: new IommufdCtx('iommufd', h.kind === ConnKind.VFIO), conns: 1 };
       this.trace(formatCall(h.pid, `open("${h.kind === ConnKind.VFIO ? '/dev/vfio/vfio' : '/dev/iommu'}")`, h.fd));
     }
+    conn.counted = true;
+    this.connsOf.set(conn.opener, (this.connsOf.get(conn.opener) ?? 0) + 1);
     this.send(conn, encodeAck(0));
   }
 
   /** The task behind a request, or undefined after answering it with the refusal. */
-  private who(conn: Conn, auth: Auth, what: string): HostTask | undefined {
+  private who(conn: Conn, auth: Auth, what: string, expected?: HostTask): HostTask | undefined {
     try {
       const task = this.procs.authenticate(auth.pid, auth.secretAddr, auth.secret);
+      if (expected && task !== expected) throw new IommuError(Errno.EPERM, `a request of process ${task.pid} in the channel of process ${expected.pid}`);
       this.procs.memory.beginRequest(task.mm, auth.gen);
       task.mm.requesting();
       return task;
@@ -363,14 +612,14 @@ export class IommufdServer {
       this.stats.rejected++;
       this.log(`connection ${conn.id}: ${what} refused: ${e.explanation}`);
       this.trace(formatCall(auth.pid, what, -e.errno, e.explanation));
-      this.send(conn, encodeResult({ ret: -e.errno }));
+      this.reply(conn, encodeResult({ ret: -e.errno }));
       return undefined;
     }
   }
 
-  private ioctl(conn: Conn, r: IoctlRequest): void {
+  private ioctl(conn: Conn, r: IoctlRequest, channelTask?: HostTask): void {
     this.stats.ioctls++;
-    const task = this.who(conn, r.auth, `ioctl 0x${r.cmd.toString(16)}`);
+    const task = this.who(conn, r.auth, `ioctl 0x${r.cmd.toString(16)}`, channelTask);
     if (!task) return;
     const user = new InlineUser(task.mm, r.arg, r.inline, r.writableLen);
     const fds = new RequestFds(this, task, r);
@@ -387,7 +636,7 @@ export class IommufdServer {
     if (r.spareToken) this.spares.delete(r.spareToken);
     const dirty = user.dirty();
     const installed = fds.installed;
-    this.send(
+    this.reply(
       conn,
       encodeResult({
         ret,
@@ -516,6 +765,18 @@ export class IommufdServer {
     if (h) {
       if (this.byIno.get(h.ino) === conn) this.byIno.delete(h.ino);
       if (this.spares.get(h.token) === conn) this.spares.delete(h.token);
+    }
+    if (conn.counted && conn.opener) {
+      // The opener's last connection: its process has exited, exec'd or closed every file.
+      conn.counted = false;
+      const left = (this.connsOf.get(conn.opener) ?? 1) - 1;
+      if (left > 0) this.connsOf.set(conn.opener, left);
+      else {
+        this.connsOf.delete(conn.opener);
+        const ch = this.channels.get(conn.opener);
+        // A live process keeps its channel for the files it may open next.
+        if (ch && !conn.opener.alive()) this.closeChannel(ch);
+      }
     }
     const b = conn.bound;
     conn.bound = null;

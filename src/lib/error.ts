@@ -11,12 +11,24 @@ export class IommuError extends Error {
     readonly errno: number,
     readonly explanation: string,
   ) {
+    // Capturing a stack costs more than most ioctls; the daemon, whose callers only see the errno
+    // and the explanation, turns it off (setErrorStacks).
+    const limit = Error.stackTraceLimit;
+    if (!errorStacks) Error.stackTraceLimit = 0;
     super(`${errnoName(errno)}: ${explanation}`);
+    Error.stackTraceLimit = limit;
   }
 
   get errnoName(): string {
     return errnoName(this.errno);
   }
+}
+
+let errorStacks = true;
+
+/** Whether IommuErrors carry a JavaScript stack (the typed API's default: yes). */
+export function setErrorStacks(on: boolean): void {
+  errorStacks = on;
 }
 
 /** Throw the kernel's errno with an explanation. */

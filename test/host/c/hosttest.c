@@ -697,7 +697,7 @@ static int raw_hello(uint32_t pid, uint32_t uid, int fd_override, int32_t *statu
 	struct stat st;
 	fstat(s, &st);
 	struct { uint32_t len, type; struct hello h; } f = { sizeof(struct hello), 1,
-		{ 0x464d4f49, 2, 0, pid, uid, fd_override >= 0 ? fd_override : s, st.st_ino, (uintptr_t)my_secret, { 0 }, 0, -1, 0 } };
+		{ 0x464d4f49, 3, 0, pid, uid, fd_override >= 0 ? fd_override : s, st.st_ino, (uintptr_t)my_secret, { 0 }, 0, -1, 0 } };
 	memcpy(f.h.secret, my_secret, 16);
 	CHECK(send(s, &f, sizeof(f), MSG_NOSIGNAL) == sizeof(f), "send hello");
 	struct { uint32_t len, type; int32_t status, pad; } ack;
