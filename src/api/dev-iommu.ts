@@ -1,4 +1,4 @@
-import { errnoName } from '../lib/errno.js';
+import { Errno, errnoName } from '../lib/errno.js';
 import type { Task } from '../mm/types.js';
 import { IommufdCtx } from '../iommufd/context.js';
 import { DEFAULT_IOCTL_OPTIONS, iommufdIoctl, type IoctlOptions } from '../iommufd/main.js';
@@ -18,6 +18,8 @@ export interface IoctlResult {
  */
 export class DevIommu {
   readonly ctx: IommufdCtx;
+  /** close() was called: the fd no longer exists. */
+  private closed = false;
 
   constructor(
     readonly task: Task,
@@ -30,13 +32,22 @@ export class DevIommu {
   }
 
   ioctl(cmd: number, arg: bigint): IoctlResult {
+    if (this.closed) return { ret: -1, errno: Errno.EBADF, explanation: this.closedExplanation('ioctl') };
     const r = iommufdIoctl(this.ctx, this.task, cmd, arg, this.task.mm, this.fds, this.ioctlOpts);
     if (r >= 0) return { ret: r, errno: 0 };
     const e = this.ctx.lastError;
     return { ret: -1, errno: -r, explanation: e?.explanation ?? errnoName(-r) };
   }
 
-  close(): void {
+  /** close(2): 0, or -EBADF when this file was already closed (it drops the reference only once). */
+  close(): number {
+    if (this.closed) return -Errno.EBADF;
+    this.closed = true;
     this.ctx.put();
+    return 0;
+  }
+
+  private closedExplanation(what: string): string {
+    return `${what} on ${this.ctx.name}: the file was closed (its fd no longer exists; ${this.ctx.released ? 'context released' : `${this.ctx.fileRefs} other reference(s) keep the context`})`;
   }
 }

@@ -144,6 +144,8 @@ function rwCount(count: bigint): number {
  */
 export class Iommufd {
   readonly ctx: IommufdCtx;
+  /** close() was called: the /dev/iommu fd no longer exists (files it handed out stay open). */
+  private closed = false;
   /** Files this door received (fault queues, access handles), by fd number. */
   readonly fds = new SimpleFdTable(1000);
 
@@ -168,6 +170,7 @@ export class Iommufd {
   ): { ret: number; cmd: T; responded: boolean } {
     const ucmd = new TypedUcmd(cmd, this.task, user, this.fds);
     try {
+      this.assertOpen('ioctl');
       normalizeCmd(handler, cmd, def);
       const ret = handler(this.ctx, ucmd);
       return { ret, cmd, responded: ucmd.responded };
@@ -302,7 +305,10 @@ export class Iommufd {
 
   /** Bind a device to this context (what VFIO_DEVICE_BIND_IOMMUFD does); returns the device id. */
   bindDevice(dev: IommuDevice): number {
-    return this.guard(() => deviceBind(this.ctx, dev).id);
+    return this.guard(() => {
+      this.assertOpen('VFIO_DEVICE_BIND_IOMMUFD');
+      return deviceBind(this.ctx, dev).id;
+    });
   }
 
   /** Unbind a device (closing its VFIO cdev): detaches it first if it is attached. */
@@ -502,8 +508,24 @@ export class Iommufd {
     }
   }
 
-  /** close(): drop the file reference; the context is released when nothing else holds it. */
+  /**
+   * close(): drop the file reference; the context is released when nothing else holds it (bound
+   * VFIO devices, fault fds). Afterwards ioctls and binds are EBADF; the device methods (the VFIO
+   * device files) and the files this door received keep working. A second close() is EBADF.
+   */
   close(): void {
+    this.guard(() => this.assertOpen('close'));
+    this.closed = true;
     this.ctx.put();
+  }
+
+  /** EBADF once the /dev/iommu fd is closed (or the context released under it). */
+  private assertOpen(what: string): void {
+    if (this.closed)
+      fail(
+        'EBADF',
+        `${what} on ${this.ctx.name}: the file was closed (its fd no longer exists; ${this.ctx.released ? 'context released' : `${this.ctx.fileRefs} other reference(s) keep the context`})`,
+      );
+    this.ctx.assertLive(what);
   }
 }

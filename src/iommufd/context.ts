@@ -1,4 +1,4 @@
-import type { IommuError } from '../lib/error.js';
+import { fail, type IommuError } from '../lib/error.js';
 import { AccountMode, type AccountModeValue } from '../mm/accounting.js';
 import { ObjectTable, ObjType, type IommufdObject } from './object.js';
 import type { Ioas } from './ioas.js';
@@ -34,6 +34,14 @@ export class IommufdCtx {
     vfioContainer = false,
   ) {
     if (vfioContainer) this.accountMode = AccountMode.MM;
+  }
+
+  /**
+   * Refuse a call on a released context: its file is gone, so in the kernel the fd no longer
+   * exists and the syscall fails with EBADF before iommufd is reached.
+   */
+  assertLive(what: string): void {
+    if (this.released) fail('EBADF', `${what} on ${this.name}: the file was closed and the context released (0 of its file references left)`);
   }
 
   /** Drop a file reference; the last one releases the context (iommufd_fops_release). */

@@ -145,6 +145,7 @@ export function iommufdIoctl(
 ): number {
   ctx.lastError = undefined;
   try {
+    if (ctx.released) ctx.assertLive(ioctlName(cmd));
     return dispatch(ctx, task, cmd, arg, user, fds, opts);
   } catch (e) {
     if (e instanceof IommuError) {
