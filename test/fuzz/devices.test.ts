@@ -7,7 +7,8 @@
  * HUGE_IOVA), a dirty-tracking HWPT, a NEST_PARENT HWPT with a nested child, and mappings.
  * Every call returns ret >= 0 or -1 with an errno, never throws, never adds to internalErrors, and
  * leaves lockdep clean and idle; afterwards every area is mirrored in every domain of its IOAS,
- * no area meets a reserved range, HWPT users = attached devices + nested children + 1, and closing
+ * no area meets a reserved range, every object's users count matches its holders (test/refcounts.ts:
+ * IOAS, HWPTs, DEVICE, ACCESS, FAULT, SELFTEST), and closing
  * (the fds first or last) releases everything.
  *
  * FC_NUM_RUNS raises the number of runs.
@@ -16,7 +17,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { DevIommu } from '../../src/api/dev-iommu.js';
-import { HwptNested, type Hwpt } from '../../src/iommufd/hw-pagetable.js';
+import { checkObjectUsers } from '../refcounts.js';
+import type { Hwpt } from '../../src/iommufd/hw-pagetable.js';
 import type { Ioas } from '../../src/iommufd/ioas.js';
 import { SimpleFdTable } from '../../src/iommufd/file.js';
 import { internalErrors } from '../../src/iommufd/main.js';
@@ -280,13 +282,8 @@ function checkState(a: Arena, where: string): void {
           assert.equal(d.ops!.iovaToPhys(ar.iova + off), ar.pages.physOf(ar.startByte + off), `${where}: ${d.describe()} at ${ar.iova + off}`);
     }
   }
-  const attached = new Map<Hwpt, number>();
-  for (const ig of ctx.groups.values()) if (ig.hwpt) attached.set(ig.hwpt, (attached.get(ig.hwpt) ?? 0) + ig.deviceList.length);
-  for (const o of objs) {
-    if (o.type !== ObjType.HWPT_PAGING && o.type !== ObjType.HWPT_NESTED) continue;
-    const children = objs.filter((c) => c instanceof HwptNested && c.parent === o).length;
-    assert.equal(o.users, (attached.get(o as Hwpt) ?? 0) + children + 1, `${where}: ${o.describe()} users`);
-  }
+  // Users of every object (IOAS, HWPTs, DEVICE, ACCESS, FAULT, SELFTEST) from its holders.
+  checkObjectUsers(ctx, where);
 }
 
 function closeAll(a: Arena, fdsFirst: boolean): void {

@@ -11,7 +11,8 @@
  *    the pinned frame's physical address at the right offset;
  *  - no area intersects a reserved range;
  *  - each attached device's reserved regions are reserved (owner = device) in its HWPT's IOAS;
- *  - HWPT users == attached devices + nested children + 1;
+ *  - HWPT users == attached devices + nested children + 1, and every other object's users match
+ *    its holders (test/refcounts.ts: IOAS = HWPTs + accesses + 1, DEVICE = 2 + attached, ...);
  *  - every frame's pin count == number of page containers pinning it;
  *  - uid locked_vm / mm pinned_vm == pages pinned by accounted containers.
  * After close (and unbinding the kAPI devices, which hold the context) nothing is pinned or
@@ -24,6 +25,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { Iommufd } from '../../src/api/iommufd.js';
+import { checkObjectUsers } from '../refcounts.js';
 import { createArmSmmu } from '../../src/drivers/arm-smmu.js';
 import { ArmSmmuV3Driver } from '../../src/drivers/arm-smmu-v3.js';
 import type { MockDevice } from '../../src/drivers/mock/device.js';
@@ -359,6 +361,8 @@ function checkStep(env: Env, where: string): void {
     assert.equal(o.users, want, `${where}: ${o.describe()} users ${o.users}, expected ${want}`);
     if (o instanceof HwptPaging && o.autoDomain) assert.ok(attachedTo.has(o), `${where}: unused auto ${o.describe()} survived`);
   }
+  // Users of every other object too: IOAS (HWPTs + accesses + 1), DEVICE, SELFTEST, ...
+  checkObjectUsers(fd.ctx, where);
   // Pins and accounting.
   const pinsByFrame = new Map<object, number>();
   let pinned = 0;

@@ -5,6 +5,7 @@
  * model of one context written from the semantics reference (§2.2–2.9, §2.17 ADD_RESERVED, §3),
  * state snapshots and the invariants every step must keep.
  */
+import { checkObjectUsers } from '../refcounts.js';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { DevIommu } from '../../src/api/dev-iommu.js';
@@ -572,6 +573,7 @@ export function checkInvariants(ctx: IommufdCtx, env: Env, where = '', others: I
   }
   // `others`: further contexts of the same process, whose pins are charged to the same counters.
   const all = [ctx, ...others];
+  for (const c of all) checkObjectUsers(c, where || 'between calls');
   for (const o of others) for (const i of ioasesOf(o)) if (i.iopt.domains.length || i.iopt.accesses.size) anyPinner = true;
   // A container may be pinned only while an IOAS with a domain or an access uses it (COPY shares
   // containers between IOASes, so look at all of them).
