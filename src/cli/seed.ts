@@ -3,6 +3,7 @@ import { createArmSmmu } from '../drivers/arm-smmu.js';
 import { ArmSmmuV3Driver } from '../drivers/arm-smmu-v3.js';
 import { hex } from '../lib/error.js';
 import { U64_MAX } from '../lib/u64.js';
+import type { IommufdCtx } from '../iommufd/context.js';
 import type { HwptPaging } from '../iommufd/hw-pagetable.js';
 import { getIoas } from '../iommufd/ioas.js';
 import { SimMachine } from '../mm/machine.js';
@@ -132,5 +133,13 @@ export function runSeedDemo(opts: DemoOptions): void {
   iommufd.detach(nicId);
   iommufd.unbindDevice(nicId);
   iommufd.close();
-  say('\nclosed /dev/iommu; every object released.');
+  say(`\n${closeReport(iommufd.ctx, vmm.mm.pinnedVm)}`);
+}
+
+/** What closing /dev/iommu really left behind (not what it should have): the demo's last line. */
+export function closeReport(ctx: IommufdCtx, pinnedPages: number): string {
+  const left = ctx.objects.objects().map((o) => o.describe());
+  if (ctx.released && !left.length && pinnedPages === 0) return 'closed /dev/iommu; every object released (0 objects left, 0 pages pinned).';
+  const file = ctx.released ? 'context released' : `context NOT released (${ctx.fileRefs} file reference(s) left)`;
+  return `closed /dev/iommu; ${file}, ${left.length} object(s) left${left.length ? ` (${left.join(', ')})` : ''}, ${pinnedPages} page(s) still pinned.`;
 }

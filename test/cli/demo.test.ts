@@ -1,7 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runDemo } from '../../src/cli/demo.js';
-import { runSeedDemo } from '../../src/cli/seed.js';
+import { closeReport, runSeedDemo } from '../../src/cli/seed.js';
+import { Iommufd } from '../../src/api/iommufd.js';
+import { createArmSmmu } from '../../src/drivers/arm-smmu.js';
+import { SimMachine } from '../../src/mm/machine.js';
 import { internalErrors } from '../../src/iommufd/main.js';
 import { lockdep } from '../../src/lib/lockdep.js';
 
@@ -41,6 +44,34 @@ test('the seed demo reproduces the thread: MSI window on replace, and the late-f
   assert.match(out, /IOAS 8 \(usable again\)\n.*\n.*\n +IOVA_RANGES: \[0x0, U64_MAX\]/);
   // The auto-domain path finalises before linking.
   assert.match(out, /IOAS 7 \(with an automatic HWPT\)\n +mappings: +\[0x40000000, 0x400fffff\]/);
+  // The MSI window refuses a fixed mapping once the device is attached.
+  assert.match(out, /EINVAL +a fixed mapping at 0x8000000\n +\[0x8000000, 0x8000fff\] intersects the reserved range \[0x8000000, 0x80fffff\] \(reserved by device nic0\)/);
+  // The poisoned IOAS: the whole space but IOVA 0 is reserved by the unfinalised domain, so a
+  // fixed mapping is EINVAL.
+  assert.match(out, /IOAS 8 \(poisoned\)\n +mappings: +-\n +reserved: +\[0x1, U64_MAX\] by arm-smmu domain 3 \(unfinalised\)\n/);
+  assert.match(
+    out,
+    /EINVAL +a fixed mapping at 0x40000000\n +\[0x40000000, 0x40000fff\] intersects the reserved range \[0x1, 0xffffffffffffffff\] \(reserved by arm-smmu domain 3 \(unfinalised\)\)/,
+  );
+  // Close really released everything (the line is computed, not a fixed string).
+  assert.match(out, /\nclosed \/dev\/iommu; every object released \(0 objects left, 0 pages pinned\)\.$/);
   assert.equal(internalErrors.length, 0);
   assert.deepEqual(lockdep.violations, []);
+});
+
+test('the closing line reports what close left: a bound kAPI device keeps the context and its objects', () => {
+  const p = new SimMachine().spawn({ capabilities: ['CAP_IPC_LOCK'] });
+  const fd = new Iommufd(p);
+  const dev = fd.bindDevice(createArmSmmu().addDevice('gpu0'));
+  const ioas = fd.ioasAlloc();
+  const va = p.mapAnonymous(0x2000n);
+  fd.ioasMap({ ioasId: ioas, userVa: va, length: 0x2000n, iova: 0x100000n });
+  fd.attach(dev, ioas);
+  fd.close();
+  assert.equal(
+    closeReport(fd.ctx, p.mm.pinnedVm),
+    'closed /dev/iommu; context NOT released (1 file reference(s) left), 3 object(s) left (device 1 (gpu0), IOAS 2, auto paging HWPT 3), 2 page(s) still pinned.',
+  );
+  fd.unbindDevice(dev);
+  assert.equal(closeReport(fd.ctx, p.mm.pinnedVm), 'closed /dev/iommu; every object released (0 objects left, 0 pages pinned).');
 });
