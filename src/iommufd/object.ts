@@ -1,4 +1,5 @@
 import { fail } from '../lib/error.js';
+import { kernelWarn } from '../lib/warn.js';
 
 /** Object types (the kernel's internal enum iommufd_object_type; never visible in the uAPI). */
 export const ObjType = {
@@ -178,11 +179,17 @@ export class ObjectTable {
 
   /**
    * Kernel-side destruction (iommufd_object_destroy_user): drop the caller's reference and remove
-   * the object; if someone else still holds it, it is left for context release (a WARN in the kernel).
+   * the object. If someone else still holds it, that is a kernel WARN: the caller's reference
+   * stays dropped (iommufd_object_remove does not give it back; only the short-term count is
+   * restored) and the object is left to the context release, which frees it once its other
+   * holders let go.
    */
   destroyKernel(obj: IommufdObject): boolean {
     obj.users--;
-    if (obj.users !== 1 || this.slots.get(obj.id) !== obj) return false;
+    if (obj.users !== 1 || this.slots.get(obj.id) !== obj) {
+      kernelWarn(`${obj.describe()} destroyed by its driver while ${obj.users - 1} other reference(s) hold it; left for close`);
+      return false;
+    }
     this.remove(obj);
     obj.destroy();
     return true;

@@ -5,7 +5,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { createArmSmmu } from '../../src/drivers/arm-smmu.js';
-import { getDevice } from '../../src/iommufd/device.js';
+import { MockIommuDriver } from '../../src/drivers/mock.js';
+import { deviceDetach, deviceUnbind, getDevice } from '../../src/iommufd/device.js';
+import { kernelWarnings } from '../../src/lib/warn.js';
 import { ObjType } from '../../src/iommufd/object.js';
 import { IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_FAULT_ID_VALID } from '../../src/uapi/iommufd.js';
 import { IOMMU_HWPT_DATA_SELFTEST } from '../../src/uapi/iommufd-test.js';
@@ -82,5 +84,29 @@ describe('users counts (§1.4)', () => {
     assert.throws(() => checkObjectUsers(fd.ctx, 'here'), /here: IOAS 1 \(IOAS\) has 3 users, its holders account for 2/);
     obj.users--;
     checkObjectUsers(fd.ctx, 'here');
+  });
+
+  test('unbind while attached (iommufd_object_destroy_user on a held DEVICE): WARN, the reference stays dropped, close frees it', () => {
+    const { fd } = world();
+    // A mock device holds no context reference, so close can still release the context.
+    const dev = new MockIommuDriver('mock-unbind').createMockDevice(0);
+    const id = fd.bindDevice(dev);
+    const ioas = fd.ioasAlloc();
+    const hwpt = fd.attach(id, ioas);
+    const idev = getDevice(fd.ctx, id);
+    assert.equal(idev.users, 3);
+    deviceUnbind(idev); // what VFIO never does: unbind before detach
+    const warned = kernelWarnings.splice(0);
+    assert.equal(warned.length, 1);
+    assert.match(warned[0]!, /device 1 \(iommufd_mock0\) destroyed by its driver while 1 other reference\(s\) hold it; left for close/);
+    assert.equal(idev.users, 2, "xarray + attachment: the driver's reference is not given back");
+    assert.equal(fd.ctx.objects.peek(id), idev, 'still in the table');
+    assert.equal(dev.group.ownerCount, 1, 'DMA ownership is still held');
+    deviceDetach(idev);
+    assert.equal(idev.users, 1);
+    assert.equal(fd.ctx.objects.peek(hwpt), undefined, 'the auto HWPT died with the detach');
+    fd.close();
+    assert.equal(fd.ctx.objects.count, 0, 'the release sweep freed the device');
+    assert.equal(dev.group.ownerCount, 0);
   });
 });
