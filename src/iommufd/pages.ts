@@ -6,6 +6,12 @@ const PAGE_MASK = PAGE_SIZE - 1n;
 import type { PageFrame, Task } from '../mm/types.js';
 import { AccountMode, chargePinned, unchargePinned, type AccountModeValue } from '../mm/accounting.js';
 
+/**
+ * Pages pinned per call into the mm: the kernel's user page array is one temp_kmalloc of at most
+ * TEMP_MEMORY_LIMIT (64 KiB) of page pointers.
+ */
+export const PIN_BATCH_PAGES = 65536 / 8;
+
 interface PinnedPage {
   frame: PageFrame;
   /** Areas (with a storage domain) and access pin ranges that currently need this page. */
@@ -90,8 +96,11 @@ export class IoptPages {
 
   /**
    * Make pages [first, last] (indexes into this container) resident and count one more user of
-   * each. Pages nobody uses yet are pinned from the source mm (FOLL_WRITE if writable) and then
-   * charged; on any failure everything this call did is undone.
+   * each. Pages nobody uses yet are pinned from the source mm (FOLL_WRITE if writable) in batches
+   * of at most PIN_BATCH_PAGES, as the kernel's pfn reader fills its page array, so a range that
+   * runs into memory that cannot be pinned fails at the batch holding the first such page instead
+   * of after walking the whole range; then everything is charged at once (pfn_reader_update_pinned
+   * after the last batch). On any failure everything this call did is undone.
    */
   pinRange(first: number, last: number): void {
     this.mutex.lock();
@@ -105,7 +114,8 @@ export class IoptPages {
             continue;
           }
           let j = i;
-          while (j + 1 <= last && !this.pinned.has(j + 1)) j++;
+          const batchLast = Math.min(last, i + PIN_BATCH_PAGES - 1);
+          while (j + 1 <= batchLast && !this.pinned.has(j + 1)) j++;
           const frames = this.source.mm.pinPages(this.uptr + BigInt(i) * PAGE_SIZE, j - i + 1, this.writable);
           for (let k = 0; k < frames.length; k++) {
             this.pinned.set(i + k, { frame: frames[k]!, users: 0 });
