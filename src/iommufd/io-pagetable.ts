@@ -13,6 +13,8 @@ export interface PagesSlice {
   pages: IoptPages;
   startByte: bigint;
   length: bigint;
+  /** Where the slice came from, for COPY (its IOVA in the source IOAS), for explanations. */
+  srcIova?: bigint;
 }
 
 /** An in-kernel user of the IOAS (ACCESS object) as the io_pagetable sees it. */
@@ -218,8 +220,17 @@ export class IoPagetable {
   }
 
   private insertArea(s: PagesSlice, iova: bigint, prot: number): IoptArea {
-    if (prot & IOMMU_WRITE && !s.pages.writable)
-      fail('EPERM', `a writeable mapping was requested of pages that were mapped read-only`);
+    if (prot & IOMMU_WRITE && !s.pages.writable) {
+      const first = s.startByte / PAGE_SIZE;
+      const lastPage = (s.startByte + s.length - 1n) / PAGE_SIZE;
+      const va = s.pages.uptr + s.startByte;
+      const from = s.srcIova === undefined ? '' : ` (source IOVA [${hex(s.srcIova)}, ${hex(s.srcIova + s.length - 1n)}])`;
+      fail(
+        'EPERM',
+        `a writeable mapping of [${hex(iova)}, ${hex(iova + s.length - 1n)}] was requested, but its ${lastPage - first + 1n} page(s)${from}, ` +
+          `user VA [${hex(va)}, ${hex(va + s.length - 1n)}], pages ${first}-${lastPage} of the container at ${hex(s.pages.uptr)}, were mapped read-only`,
+      );
+    }
     const pageOffset = s.startByte % PAGE_SIZE;
     if (pageOffset & (this.iovaAlignment - 1n))
       fail(
@@ -272,7 +283,7 @@ export class IoPagetable {
         if (!area || !area.populated || area.iova > cur)
           fail('ENOENT', `[${hex(iova)}, ${hex(lastIova)}] is not fully covered by mappings: nothing mapped at ${hex(cur)}`);
         const end = lastIova < area.last ? lastIova : area.last;
-        out.push({ pages: area.pages, startByte: area.startByteOf(cur), length: end - cur + 1n });
+        out.push({ pages: area.pages, startByte: area.startByteOf(cur), length: end - cur + 1n, srcIova: cur });
         if (end === lastIova) break;
         cur = end + 1n;
         area = this.areas.firstIntersecting(cur, cur);

@@ -181,3 +181,14 @@ test('flag bit 16: area.iova + offset wraps at 64 bits, as unsigned long does (o
     [0xffff_ffff_ffff_f000n, U64_MAX],
   ]);
 });
+
+test('the EPERM of a writeable COPY of read-only pages names the ranges and pages involved', () => {
+  const { fd, src, b0, copy } = setup();
+  const e = throwsErrno(() => copy(0x20000n, 0x1000n, 0x400000n), 'EPERM');
+  assert.match(e.explanation, /writeable mapping of \[0x400000, 0x400fff\]/);
+  assert.match(e.explanation, /its 1 page\(s\) \(source IOVA \[0x20000, 0x20fff\]\), user VA \[0x50000000, 0x50000fff\], pages 0-0 of the container at 0x50000000, were mapped read-only/);
+  // A byte-granular sub-range of a 4-page read-only area: pages 1-3 of its container.
+  fd.ioasMap({ ioasId: src, userVa: b0 + 0x2000n, length: 0x4000n, iova: 0x40000n, writeable: false });
+  const e2 = throwsErrno(() => copy(0x41800n, 0x2000n, 0x500000n), 'EPERM');
+  assert.match(e2.explanation, /\[0x500000, 0x501fff\] was requested, but its 3 page\(s\) \(source IOVA \[0x41800, 0x437ff\]\), user VA \[0x50003800, 0x500057ff\], pages 1-3 of the container at 0x50002000/);
+});
