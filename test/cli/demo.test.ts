@@ -1,3 +1,5 @@
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runDemo } from '../../src/cli/demo.js';
@@ -7,6 +9,7 @@ import { createArmSmmu } from '../../src/drivers/arm-smmu.js';
 import { SimMachine } from '../../src/mm/machine.js';
 import { internalErrors } from '../../src/iommufd/main.js';
 import { lockdep } from '../../src/lib/lockdep.js';
+import { Errno } from '../../src/lib/errno.js';
 
 function capture(run: (o: { color: boolean; out: (s: string) => void }) => void): string {
   const lines: string[] = [];
@@ -74,4 +77,24 @@ test('the closing line reports what close left: a bound kAPI device keeps the co
   );
   fd.unbindDevice(dev);
   assert.equal(closeReport(fd.ctx, p.mm.pinnedVm), 'closed /dev/iommu; every object released (0 objects left, 0 pages pinned).');
+});
+
+test('`iommufd-ts demo --no-color` as a subprocess: exit 0, IOVA_RANGES shown, refusals with errno name and explanation', { timeout: 60000 }, () => {
+  const bin = fileURLToPath(new URL('../../bin/iommufd-ts.js', import.meta.url));
+  const r = spawnSync(process.execPath, [bin, 'demo', '--no-color'], { encoding: 'utf8', timeout: 50000 });
+  assert.equal(r.error, undefined);
+  assert.equal(r.status, 0, `exit ${r.status} signal ${r.signal}\n${r.stderr}`);
+  const out = r.stdout;
+  assert.doesNotMatch(out, /\x1b\[/, 'no colour escapes with --no-color');
+  assert.match(out, /IOVA_RANGES: \[0x0, 0xffffffffffffffff\]/);
+  // A refusal: an errno name the kernel has, what was tried, and on the next line why.
+  const refusals = [...out.matchAll(/^ {3}(E[A-Z0-9]+) +(\S.*)\n {4,}(\S.*)$/gm)];
+  assert.ok(refusals.length >= 1, `no refusal in:\n${out}`);
+  for (const [, name, what, why] of refusals) {
+    assert.ok(name! in Errno, `${name} is not an errno name`);
+    assert.ok(what!.length > 0 && why!.length > 0);
+  }
+  assert.ok(refusals.some(([, name, , why]) => name === 'EEXIST' && /overlaps the existing mapping/.test(why!)));
+  assert.doesNotMatch(out, /UNEXPECTED SUCCESS|ENOTRECOVERABLE|internal emulator error/);
+  assert.equal(r.stderr, '');
 });

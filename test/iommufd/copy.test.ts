@@ -192,3 +192,68 @@ test('the EPERM of a writeable COPY of read-only pages names the ranges and page
   const e2 = throwsErrno(() => copy(0x41800n, 0x2000n, 0x500000n), 'EPERM');
   assert.match(e2.explanation, /\[0x500000, 0x501fff\] was requested, but its 3 page\(s\) \(source IOVA \[0x41800, 0x437ff\]\), user VA \[0x50003800, 0x500057ff\], pages 1-3 of the container at 0x50002000/);
 });
+
+test('COPY into an IOAS with a domain over RLIMIT_MEMLOCK: ENOMEM, nothing pinned, charged or added; pinned pages are free (oracle: copy-limits.txt)', () => {
+  const w = world({ rlimitMemlock: 2n * PAGE });
+  const src = w.fd.ioasAlloc();
+  const dst = w.fd.ioasAlloc();
+  const b0 = w.p.mapAnonymous(0x10000n, { shared: true });
+  w.fd.ioasMap({ ioasId: src, userVa: b0, length: 4n * PAGE, iova: 0x100000n });
+  w.fd.testMockDomain(dst);
+  const pages = ioasOf(w.fd, src).iopt.areas.all().next().value!.pages;
+  const state = () => ({ areas: areasOf(w.fd, dst), refs: pages.refs, pinned: pages.pinnedCount, locked: w.p.user.lockedVm, pinnedVm: w.p.mm.pinnedVm });
+  const before = state();
+  assert.deepEqual(before, { areas: [], refs: 1, pinned: 0, locked: 0, pinnedVm: 0 });
+  throwsErrno(
+    () => w.fd.ioasCopy({ dstIoasId: dst, srcIoasId: src, srcIova: 0x100000n, length: 4n * PAGE, dstIova: 0x1000000n }),
+    'ENOMEM',
+    /4 pages.*RLIMIT_MEMLOCK 2 pages/,
+  );
+  throwsErrno(() => w.fd.ioasCopy({ dstIoasId: dst, srcIoasId: src, srcIova: 0x100000n, length: 4n * PAGE }), 'ENOMEM');
+  assert.deepEqual(state(), before);
+  // Two pages fit; the third is over; the first two again cost nothing.
+  assert.equal(w.fd.ioasCopy({ dstIoasId: dst, srcIoasId: src, srcIova: 0x100000n, length: 2n * PAGE, dstIova: 0x1000000n }), 0x1000000n);
+  throwsErrno(() => w.fd.ioasCopy({ dstIoasId: dst, srcIoasId: src, srcIova: 0x102000n, length: PAGE, dstIova: 0x1100000n }), 'ENOMEM');
+  assert.equal(w.fd.ioasCopy({ dstIoasId: dst, srcIoasId: src, srcIova: 0x100000n, length: 2n * PAGE, dstIova: 0x1200000n }), 0x1200000n);
+  assert.deepEqual(state(), { areas: [[0x1000000n, 0x1001fffn], [0x1200000n, 0x1201fffn]], refs: 3, pinned: 2, locked: 2, pinnedVm: 2 });
+});
+
+test('COPY with an automatic destination and no room: ENOSPC, nothing added (oracle: copy-limits.txt)', () => {
+  const w = world();
+  const src = w.fd.ioasAlloc();
+  const dst = w.fd.ioasAlloc();
+  const b0 = w.p.mapAnonymous(0x10000n);
+  w.fd.ioasMap({ ioasId: src, userVa: b0, length: 0x80000000n, iova: 0x100000000n }); // lazily: 2 GiB
+  w.fd.testMockDomain(dst); // aperture [16 MiB, 2 GiB - 1]
+  const pages = ioasOf(w.fd, src).iopt.areas.all().next().value!.pages;
+  throwsErrno(() => w.fd.ioasCopy({ dstIoasId: dst, srcIoasId: src, srcIova: 0x100000000n, length: 0x80000000n }), 'ENOSPC', /0x80000000/);
+  assert.deepEqual(areasOf(w.fd, dst), []);
+  assert.equal(pages.refs, 1);
+  w.fd.allowIovas(dst, [{ start: 0x5000000n, last: 0x5000fffn }]);
+  throwsErrno(() => w.fd.ioasCopy({ dstIoasId: dst, srcIoasId: src, srcIova: 0x100000000n, length: 2n * PAGE }), 'ENOSPC');
+  assert.equal(w.fd.ioasCopy({ dstIoasId: dst, srcIoasId: src, srcIova: 0x100000000n, length: PAGE }), 0x5000000n);
+  throwsErrno(() => w.fd.ioasCopy({ dstIoasId: dst, srcIoasId: src, srcIova: 0x100001000n, length: PAGE }), 'ENOSPC');
+  assert.equal(pages.refs, 2);
+  assert.equal(w.p.mm.pinnedVm, 1);
+});
+
+test('failed COPYs hand their page-container references back: refs return to 1 after ENOENT, EPERM, EEXIST, ENOSPC (ENOMEM: above)', () => {
+  const { fd, src, dst, copy } = setup();
+  const areas = [...ioasOf(fd, src).iopt.areas.all()];
+  const refs = () => areas.map((a) => a.pages.refs);
+  assert.deepEqual(refs(), [1, 1, 1, 1]);
+  copy(0x10000n, 0x1000n, 0x100000n);
+  assert.deepEqual(refs(), [2, 1, 1, 1]);
+  // Destination IOAS missing (after the source slices were taken), spanning A and B.
+  throwsErrno(() => fd.ioasCopy({ dstIoasId: 0x77, srcIoasId: src, srcIova: 0x11000n, length: 0x2000n, dstIova: 0x600000n }), 'ENOENT', /\b119\b/);
+  // Read-only source asked writeable.
+  throwsErrno(() => copy(0x20000n, 0x1000n, 0x600000n), 'EPERM');
+  // Overlap with the earlier copy, spanning A and B.
+  throwsErrno(() => copy(0x11000n, 0x2000n, 0x100000n), 'EEXIST');
+  // No room for an automatic destination.
+  fd.allowIovas(dst, [{ start: 0x700000n, last: 0x700fffn }]);
+  throwsErrno(() => copy(0x11000n, 0x2000n), 'ENOSPC');
+  assert.deepEqual(refs(), [2, 1, 1, 1]);
+  assert.equal(fd.ioasUnmapAll(dst), 0x1000n);
+  assert.deepEqual(refs(), [1, 1, 1, 1]);
+});

@@ -47,6 +47,11 @@ function emulatorTarget(): OracleTarget {
       const r = sys.poll(fd);
       return { ret: r.ret, errno: r.errno };
     },
+    setMemlock: (bytes) => {
+      proc.setRlimitMemlock(bytes);
+      proc.revoke('CAP_IPC_LOCK');
+      return { ret: 0, errno: 0 };
+    },
     closeFd: (fd) => {
       const r = sys.close(fd);
       return r < 0 ? { ret: -1, errno: -r } : { ret: 0, errno: 0 };

@@ -124,6 +124,10 @@ export class PlaybackTarget extends FakeMemoryTarget {
     const { p } = this.nextLine(['closefd']);
     return { ret: p.ret, errno: p.errno };
   }
+  setMemlock(): { ret: number; errno: number } {
+    const { p } = this.nextLine(['memlock']);
+    return { ret: p.ret, errno: p.errno };
+  }
   poll(): { ret: number; errno: number } {
     const { p } = this.nextLine(['poll']);
     const revents = Number(p.fields.get('revents') ?? 0);

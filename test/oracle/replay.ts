@@ -52,6 +52,8 @@ export interface OracleTarget {
   poll?(fd: number): { ret: number; errno: number };
   /** close(2) of any fd. */
   closeFd?(fd: number): { ret: number; errno: number };
+  /** setrlimit(RLIMIT_MEMLOCK, bytes) and drop CAP_IPC_LOCK. */
+  setMemlock?(bytes: bigint): { ret: number; errno: number };
 }
 
 const ENOSYS = Errno.ENOSYS;
@@ -247,6 +249,11 @@ class Replayer {
           const rec = this.mapBuf(st.buf, st.length, st.mapKind, st.align);
           if (st.fill !== undefined) this.fill(rec.base, st.length, st.fill);
           this.emit(st.label, 0, 0, []);
+          break;
+        }
+        case 'memlock': {
+          const r = this.t.setMemlock ? this.t.setMemlock(st.bytes) : { ret: -1, errno: ENOSYS };
+          this.emit(st.label, r.ret, r.errno, []);
           break;
         }
         case 'munmap': {

@@ -38,6 +38,9 @@
  *       WRBAND). Prints `label | ret=R errno=E | revents=0x..` (POLLNVAL 0x20 for a closed fd).
  *   { "close": "$ffd" }                      close(2) of an fd given by an expression (prints the
  *                                            real return value, unlike the close of a named fd)
+ *   { "memlock": "0x2000" }                  setrlimit(RLIMIT_MEMLOCK) (soft = hard = the value) and
+ *                                            drop CAP_IPC_LOCK, so that page containers created from
+ *                                            then on are charged (programs start as root)
  *
  * Values: JSON numbers, or strings of terms joined left to right by `+`, `-`, `|`: hex/decimal
  * numbers, constants from layout-data.json (plus U64_MAX, U32_MAX, PAGE_SIZE, HPAGE_SIZE),
@@ -261,6 +264,7 @@ export type Step =
   | { kind: 'poll'; label: string; fd: FdRef; events: number }
   | { kind: 'mmap'; label: string; buf: string; length: bigint; mapKind: MapKind; align: bigint; fill?: number }
   | { kind: 'munmap'; label: string; buf: string; offset?: bigint; length?: bigint }
+  | { kind: 'memlock'; label: string; bytes: bigint }
   | {
       kind: 'array';
       label: string;
@@ -311,6 +315,7 @@ const STEP_KEYS: Record<string, readonly string[]> = {
   close: ['close'],
   mmap: ['mmap', 'length', 'flags', 'fill', 'align'],
   munmap: ['munmap', 'offset', 'length'],
+  memlock: ['memlock'],
   array: ['array', 'struct', 'count', 'items', 'fill'],
   ioctl: ['ioctl', 'fd', 'struct', 'size', 'fields', 'tail', 'readable', 'arg', 'save', 'print_buffers', 'groups'],
   read: ['read', 'addr', 'count', 'print_buffers'],
@@ -404,7 +409,7 @@ export function parseScenario(name: string, json: unknown, layout: Layout = load
     const where = `${name} step ${i + 1}`;
     if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new ScenarioError(`${where}: not an object`);
     const o = raw as Record<string, unknown>;
-    const kind = (['open', 'close', 'mmap', 'munmap', 'array', 'ioctl', 'read', 'write', 'poll'] as const).find((k) => k in o);
+    const kind = (['open', 'close', 'mmap', 'munmap', 'memlock', 'array', 'ioctl', 'read', 'write', 'poll'] as const).find((k) => k in o);
     if (!kind) {
       if (Object.keys(o).every((k) => k === 'comment')) return;
       throw new ScenarioError(`${where}: unknown step ${JSON.stringify(o)}`);
@@ -511,6 +516,11 @@ export function parseScenario(name: string, json: unknown, layout: Layout = load
         if ((step.offset !== undefined && (step.offset & (PAGE - 1n)) !== 0n) || (step.length !== undefined && (step.length & (PAGE - 1n)) !== 0n))
           throw new ScenarioError(`${where}: partial munmap must be page aligned`);
         steps.push(step);
+        return;
+      }
+      case 'memlock': {
+        const bytes = constExpr(ex(o['memlock'], 'memlock'), where);
+        steps.push({ kind, label: label ?? `memlock ${'0x' + bytes.toString(16)} (RLIMIT_MEMLOCK, CAP_IPC_LOCK dropped)`, bytes });
         return;
       }
       case 'array': {

@@ -31,6 +31,11 @@ export function emulatorTarget(): OracleTarget {
     readFd: (fd, addr, count) => r2(sys.read(fd, addr, count)),
     writeFd: (fd, addr, count) => r2(sys.write(fd, addr, count)),
     poll: (fd) => r2(sys.poll(fd)),
+    setMemlock: (bytes) => {
+      proc.setRlimitMemlock(bytes);
+      proc.revoke('CAP_IPC_LOCK');
+      return { ret: 0, errno: 0 };
+    },
     closeFd: (fd) => {
       const r = sys.close(fd);
       return r < 0 ? { ret: -1, errno: -r } : { ret: 0, errno: 0 };

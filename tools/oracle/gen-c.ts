@@ -86,7 +86,10 @@ export function generateC(sc: Scenario, layout: Layout = loadLayout()): string {
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/utsname.h>
+#include <linux/capability.h>
 #include <unistd.h>
 #include <linux/iommufd.h>
 #include <linux/vfio.h>
@@ -288,6 +291,13 @@ static __attribute__((unused)) unsigned char *arg_area(size_t span, size_t reada
         emit(`\t\tstatus(${cstr(st.label)}, r, e); putchar('\\n'); }`);
         break;
       }
+      case 'memlock':
+        emit(`\t{ struct rlimit rl = { ${u64(st.bytes)}, ${u64(st.bytes)} }; long r = setrlimit(RLIMIT_MEMLOCK, &rl); int e = errno;`);
+        emit(`\t\tif (!r) { struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 }; struct __user_cap_data_struct d[2];`);
+        emit(`\t\t\tr = syscall(SYS_capget, &h, d); e = errno;`);
+        emit(`\t\t\tif (!r) { d[CAP_IPC_LOCK / 32].effective &= ~(1u << (CAP_IPC_LOCK % 32)); d[CAP_IPC_LOCK / 32].permitted &= ~(1u << (CAP_IPC_LOCK % 32)); r = syscall(SYS_capset, &h, d); e = errno; } }`);
+        emit(`\t\tstatus(${cstr(st.label)}, r, e); putchar('\\n'); }`);
+        break;
       case 'munmap': {
         const bi = bufIdx.get(st.buf)!;
         const off = st.offset ?? 0n;
