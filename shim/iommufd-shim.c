@@ -441,14 +441,40 @@ static int have_daemon(void)
 	return sock_path_len != 0;
 }
 
-static int is_emulated(int fd)
+static pid_t socket_owner(int fd);
+
+/*
+ * What we learnt about fds below FDC_SIZE when we found them emulated: the socket's inode and the
+ * pid its name carries. A later call on the same fd costs one fstat: the same inode is the same
+ * socket (socket inodes are not reused while the socket lives), anything else is looked at afresh.
+ */
+#define FDC_SIZE 4096
+static uint64_t g_fdc_ino[FDC_SIZE];
+static pid_t g_fdc_owner[FDC_SIZE];
+
+static void fdc_forget(int fd)
+{
+	if (fd >= 0 && fd < FDC_SIZE)
+		__atomic_store_n(&g_fdc_ino[fd], 0, __ATOMIC_RELAXED);
+}
+
+/* The socket inode of emulated fd `fd`, or 0 if it is not one of ours. errno is preserved. */
+static uint64_t emulated_ino(int fd)
 {
 	if (!have_daemon() || fd < 0)
 		return 0;
+	int saved = errno;
+	struct stat st;
+	int r = fstat(fd, &st);
+	errno = saved;
+	if (r != 0 || !S_ISSOCK(st.st_mode) || st.st_ino == 0)
+		return 0;
+	uint64_t ino = (uint64_t)st.st_ino;
+	if (fd < FDC_SIZE && __atomic_load_n(&g_fdc_ino[fd], __ATOMIC_RELAXED) == ino)
+		return ino;
 	struct sockaddr_un sa;
 	socklen_t len = sizeof(sa);
-	int saved = errno;
-	int r = getpeername(fd, (struct sockaddr *)&sa, &len);
+	r = getpeername(fd, (struct sockaddr *)&sa, &len);
 	errno = saved;
 	if (r != 0 || sa.sun_family != AF_UNIX || len <= offsetof(struct sockaddr_un, sun_path))
 		return 0;
@@ -457,7 +483,19 @@ static int is_emulated(int fd)
 		pl = sizeof(sa.sun_path);
 	if (pl < sock_path_len || memcmp(sa.sun_path, sock_path, sock_path_len) != 0)
 		return 0;
-	return pl == sock_path_len || sa.sun_path[sock_path_len] == 0;
+	if (!(pl == sock_path_len || sa.sun_path[sock_path_len] == 0))
+		return 0;
+	if (fd < FDC_SIZE) {
+		__atomic_store_n(&g_fdc_owner[fd], socket_owner(fd), __ATOMIC_RELAXED);
+		__atomic_store_n(&g_fdc_ino[fd], ino, __ATOMIC_RELEASE);
+	}
+	errno = saved;
+	return ino;
+}
+
+static int is_emulated(int fd)
+{
+	return emulated_ino(fd) != 0;
 }
 
 /* ---- framing ---------------------------------------------------------------------------------- */
@@ -716,9 +754,11 @@ static int connect_daemon(uint32_t kind, int cloexec, uint64_t token)
  */
 static void own_connection(int fd)
 {
-	pid_t owner = socket_owner(fd);
+	pid_t owner = fd < FDC_SIZE && __atomic_load_n(&g_fdc_ino[fd], __ATOMIC_ACQUIRE) ? __atomic_load_n(&g_fdc_owner[fd], __ATOMIC_RELAXED)
+									       : socket_owner(fd);
 	if (owner == 0 || owner == g_secret_pid)
 		return;
+	fdc_forget(fd); /* it is about to become another socket */
 	struct stat st;
 	int fdflags = fcntl(fd, F_GETFD), flflags = fcntl(fd, F_GETFL);
 	if (fdflags < 0 || flflags < 0 || fstat(fd, &st) != 0)
@@ -808,9 +848,11 @@ static ssize_t channel_call(volatile uint8_t *ch, int fd, uint32_t type, struct 
 			    size_t fixed_len, void *extra, size_t extra_cap)
 {
 	volatile struct chan_hdr *h = (volatile struct chan_hdr *)ch;
-	struct stat st;
-	if (fstat(fd, &st) != 0)
+	uint64_t ino = emulated_ino(fd);
+	if (!ino) {
+		errno = EBADF;
 		return -1;
+	}
 	size_t len = 0;
 	for (int i = 1; i < cnt; i++)
 		len += iov[i].iov_len;
@@ -818,7 +860,7 @@ static ssize_t channel_call(volatile uint8_t *ch, int fd, uint32_t type, struct 
 		errno = EMSGSIZE;
 		return -1;
 	}
-	struct chan_req rq = { .ino = (uint64_t)st.st_ino, .type = type, .len = (uint32_t)len, .fd = fd };
+	struct chan_req rq = { .ino = ino, .type = type, .len = (uint32_t)len, .fd = fd };
 	uint8_t *p = (uint8_t *)ch + CHAN_REQ_OFF;
 	memcpy(p, &rq, sizeof(rq));
 	p += sizeof(rq);

@@ -14,11 +14,14 @@
  *   64    request:  u64 socket inode | u32 frame type | u32 payload length | i32 fd | u32 pad | payload
  *   8192  response: a RESULT frame exactly as on the socket (u32 length | u32 type | payload)
  *
- * The daemon reads and writes it with pread/pwrite (Node cannot map memory). A client that finds
+ * The daemon maps it with its native helper (shim/host-native.c) and then polls and answers it
+ * with plain loads and stores; without the helper (or with IOMMUFD_TS_NATIVE=0) it uses
+ * pread/pwrite on the memfd, a system call per access. A client that finds
  * state 0, or waits too long, rings the doorbell: a DOORBELL frame on the socket of the file it
  * calls, answered by DONE once the RESULT is in the channel.
  */
 import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
 import { PROTO_VERSION, ProtocolError } from './protocol.js';
 import type { HostTask } from './host-task.js';
 
@@ -27,6 +30,7 @@ export const CHAN_SIZE = 16384;
 const REQ_SEQ = 8;
 const RESP_SEQ = 12;
 const STATE = 16;
+const BUSY = 20;
 const SEEN = 24;
 const REQ_OFF = 64;
 const REQ_HDR = 24;
@@ -44,6 +48,83 @@ export interface ChannelRequest {
   payload: Buffer;
 }
 
+/** The shared memory as the daemon reaches it. */
+interface ChannelMemory {
+  u32(off: number): number;
+  setU32(off: number, v: number): void;
+  /** Copy `len` bytes at `off` into `into` (from 0); false if they could not be read. */
+  read(off: number, into: Buffer, len: number): boolean;
+  write(off: number, data: Buffer): void;
+  close(): void;
+}
+
+/** pread/pwrite on the memfd. */
+class FdMemory implements ChannelMemory {
+  private readonly word = Buffer.alloc(4);
+  constructor(private readonly fd: number) {}
+  u32(off: number): number {
+    if (fs.readSync(this.fd, this.word, 0, 4, off) !== 4) throw new ProtocolError('the channel memfd cannot be read');
+    return this.word.readUInt32LE(0);
+  }
+  setU32(off: number, v: number): void {
+    this.word.writeUInt32LE(v >>> 0, 0);
+    fs.writeSync(this.fd, this.word, 0, 4, off);
+  }
+  read(off: number, into: Buffer, len: number): boolean {
+    return fs.readSync(this.fd, into, 0, len, off) === len;
+  }
+  write(off: number, data: Buffer): void {
+    fs.writeSync(this.fd, data, 0, data.length, off);
+  }
+  close(): void {
+    fs.closeSync(this.fd);
+  }
+}
+
+/** The memfd mapped into the daemon: the shim's counterpart of the same pages. */
+class MappedMemory implements ChannelMemory {
+  private readonly words: Int32Array;
+  private readonly bytes: Buffer;
+  constructor(ab: ArrayBuffer) {
+    this.words = new Int32Array(ab);
+    this.bytes = Buffer.from(ab);
+  }
+  u32(off: number): number {
+    return Atomics.load(this.words, off >> 2) >>> 0;
+  }
+  setU32(off: number, v: number): void {
+    // Atomics.store is sequentially consistent: everything written before it is visible first.
+    Atomics.store(this.words, off >> 2, v | 0);
+  }
+  read(off: number, into: Buffer, len: number): boolean {
+    if (off + len > this.bytes.length) return false;
+    this.bytes.copy(into, 0, off, off + len);
+    return true;
+  }
+  write(off: number, data: Buffer): void {
+    data.copy(this.bytes, off);
+  }
+  close(): void {
+    /* unmapped when the ArrayBuffer is collected */
+  }
+}
+
+type NativeHelper = { map(fd: number, length: number): ArrayBuffer };
+let native: NativeHelper | null | undefined;
+
+/** The native helper, or null when it was not built or is disabled (IOMMUFD_TS_NATIVE=0). */
+export function nativeHelper(): NativeHelper | null {
+  if (native !== undefined) return native;
+  native = null;
+  if (process.env.IOMMUFD_TS_NATIVE === '0') return native;
+  try {
+    native = createRequire(import.meta.url)('../../shim/iommufd-ts-host.node') as NativeHelper;
+  } catch {
+    native = null;
+  }
+  return native;
+}
+
 export class Channel {
   /** The last request number answered. */
   answered = 0;
@@ -54,22 +135,21 @@ export class Channel {
   /** Whether the daemon has told the client it polls this channel. */
   polled = false;
   closed = false;
-  private readonly seqBuf = Buffer.alloc(4);
-  private readonly stateBuf = Buffer.alloc(12);
-  private readonly reqBuf = Buffer.alloc(REQ_HDR + 256);
+  private readonly reqBuf = Buffer.alloc(REQ_HDR + CHAN_REQ_MAX);
 
   constructor(
     readonly task: HostTask,
-    private readonly fd: number,
+    private readonly mem: ChannelMemory,
+    /** Whether the daemon reaches it by mapping (else pread/pwrite). */
+    readonly mapped: boolean,
   ) {
-    const head = Buffer.alloc(8);
-    if (fs.readSync(fd, head, 0, 8, 0) !== 8 || head.readUInt32LE(0) !== CHAN_MAGIC || head.readUInt32LE(4) !== PROTO_VERSION)
+    if (mem.u32(0) !== CHAN_MAGIC || mem.u32(4) !== PROTO_VERSION)
       throw new ProtocolError('the channel does not start with the magic and this protocol version');
     this.answered = this.requestSeq();
   }
 
   /** Open the memfd the client names, checking that it is one (and as large as a channel). */
-  static open(task: HostTask, memfd: number, size: number): Channel {
+  static open(task: HostTask, memfd: number, size: number, mapIt = true): Channel {
     const path = `/proc/${task.pid}/fd/${memfd}`;
     let link = '';
     try {
@@ -80,56 +160,61 @@ export class Channel {
     if (!link.startsWith('/memfd:iommufd-ts-channel') || size !== CHAN_SIZE)
       throw new ProtocolError(`fd ${memfd} of process ${task.pid} ("${link}", ${size} bytes) is not a channel memfd of ${CHAN_SIZE} bytes`);
     const fd = fs.openSync(path, fs.constants.O_RDWR);
+    let mem: ChannelMemory | undefined;
     try {
       if (fs.fstatSync(fd).size < CHAN_SIZE) throw new ProtocolError(`the channel memfd of process ${task.pid} is smaller than ${CHAN_SIZE} bytes`);
-      return new Channel(task, fd);
+      const helper = mapIt ? nativeHelper() : null;
+      if (helper) {
+        try {
+          mem = new MappedMemory(helper.map(fd, CHAN_SIZE));
+        } catch {
+          mem = undefined;
+        }
+      }
+      if (mem) {
+        fs.closeSync(fd); // the mapping keeps the memfd
+        return new Channel(task, mem, true);
+      }
+      mem = new FdMemory(fd);
+      return new Channel(task, mem, false);
     } catch (e) {
-      fs.closeSync(fd);
+      if (!mem || mem instanceof FdMemory) fs.closeSync(fd);
       throw e;
     }
   }
 
-  /** Tell the client its request `seq` has been picked up (it will be answered soon). */
-  markSeen(seq: number): void {
-    this.seenBuf.writeUInt32LE(seq, 0);
-    fs.writeSync(this.fd, this.seenBuf, 0, 4, SEEN);
+  requestSeq(): number {
+    return this.mem.u32(REQ_SEQ);
   }
 
-  private readonly seenBuf = Buffer.alloc(4);
-
-  requestSeq(): number {
-    return fs.readSync(this.fd, this.seqBuf, 0, 4, REQ_SEQ) === 4 ? this.seqBuf.readUInt32LE(0) : this.answered;
+  /** Tell the client its request `seq` has been picked up (it will be answered soon). */
+  markSeen(seq: number): void {
+    this.mem.setU32(SEEN, seq);
   }
 
   /** A request numbered `seq` is in the request area: read it (ProtocolError when malformed). */
   readRequest(seq: number): ChannelRequest {
-    let n = fs.readSync(this.fd, this.reqBuf, 0, this.reqBuf.length, REQ_OFF);
-    if (n < REQ_HDR) throw new ProtocolError('short channel request');
+    // A copy: the client's memory could change under us; this buffer is reused per request.
+    const first = this.mapped ? REQ_HDR : REQ_HDR + 256;
+    if (!this.mem.read(REQ_OFF, this.reqBuf, first)) throw new ProtocolError('short channel request');
     const len = this.reqBuf.readUInt32LE(12);
     if (len > CHAN_REQ_MAX) throw new ProtocolError(`channel request of ${len} bytes exceeds ${CHAN_REQ_MAX}`);
     const ino = this.reqBuf.readBigUInt64LE(0);
     const type = this.reqBuf.readUInt32LE(8);
     const fd = this.reqBuf.readInt32LE(16);
-    // The payload is a view of a reused buffer: the request is handled before the next read.
-    let payload: Buffer;
-    if (REQ_HDR + len <= n) payload = this.reqBuf.subarray(REQ_HDR, REQ_HDR + len);
-    else {
-      payload = Buffer.alloc(len);
-      n = fs.readSync(this.fd, payload, 0, len, REQ_OFF + REQ_HDR);
-      if (n !== len) throw new ProtocolError('short channel request payload');
+    if (REQ_HDR + len > first) {
+      const rest = this.reqBuf.subarray(first);
+      if (!this.mem.read(REQ_OFF + first, rest, REQ_HDR + len - first)) throw new ProtocolError('short channel request payload');
     }
-    return { seq, ino, type, fd, payload };
+    return { seq, ino, type, fd, payload: this.reqBuf.subarray(REQ_HDR, REQ_HDR + len) };
   }
 
   /** Store the answer to request `seq` (the frame first, then the number that publishes it). */
   answer(seq: number, frame: Buffer, busy: number): void {
     if (frame.length > CHAN_RESP_MAX) throw new ProtocolError(`answer of ${frame.length} bytes exceeds ${CHAN_RESP_MAX}`);
-    fs.writeSync(this.fd, frame, 0, frame.length, CHAN_RESP_OFF);
-    // resp_seq, state and busy in one write; resp_seq is what the client waits for.
-    this.stateBuf.writeUInt32LE(seq, 0);
-    this.stateBuf.writeUInt32LE(this.polled ? 1 : 0, 4);
-    this.stateBuf.writeUInt32LE(busy, 8);
-    fs.writeSync(this.fd, this.stateBuf, 0, 12, RESP_SEQ);
+    this.mem.write(CHAN_RESP_OFF, frame);
+    this.mem.setU32(BUSY, busy);
+    this.mem.setU32(RESP_SEQ, seq);
     this.answered = seq;
   }
 
@@ -137,17 +222,15 @@ export class Channel {
   setPolled(on: boolean, busy: number): void {
     if (this.closed || this.polled === on) return;
     this.polled = on;
-    const b = Buffer.alloc(8);
-    b.writeUInt32LE(on ? 1 : 0, 0);
-    b.writeUInt32LE(busy, 4);
-    fs.writeSync(this.fd, b, 0, 8, STATE);
+    this.mem.setU32(BUSY, busy);
+    this.mem.setU32(STATE, on ? 1 : 0);
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
     try {
-      fs.closeSync(this.fd);
+      this.mem.close();
     } catch {
       /* already gone */
     }

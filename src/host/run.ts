@@ -58,6 +58,7 @@ export async function runProgram(program: string, args: string[], opts: RunOptio
     for (const s of sigs) process.off(s, forward);
     return status;
   } finally {
+    if (process.env.IOMMUFD_TS_STATS === '1') process.stderr.write(`iommufd-ts: daemon stats ${JSON.stringify(server.stats)}\n`);
     await server.close();
     if (traceFd !== undefined) fs.closeSync(traceFd);
     fs.rmSync(dir, { recursive: true, force: true });

@@ -154,6 +154,67 @@ describe('preload shim + daemon', { skip }, () => {
     assert.equal(d.server.stats.rejected, rejected + 3);
   });
 
+  test('fast channel: ioctls travel through it; a client idle longer than the daemon polls rings the doorbell', async () => {
+    const before = { ...d.server.stats };
+    await scenario('basic');
+    assert.ok(d.server.stats.channels > before.channels, 'the client opened a channel');
+    assert.ok(d.server.stats.channelRequests > before.channelRequests, 'its ioctls came through the channel');
+    const mid = { ...d.server.stats };
+    const out = await scenario('idle');
+    assert.match(out, /ok idle calls through the doorbell/);
+    assert.ok(d.server.stats.doorbells - mid.doorbells >= 20, `each call after a pause rang: ${d.server.stats.doorbells - mid.doorbells}`);
+    assert.equal(d.server.stats.channelRequests - mid.channelRequests, 60);
+  });
+
+  test('fast channel: a request naming another process\'s file is EBADF; garbage drops only that channel', async () => {
+    // The scenario writes raw requests into its channel and waits for the daemon to poll them:
+    // a daemon that keeps polling for a second, a client that never stops expecting it to.
+    const d2 = await startDaemon({ channelPollMicros: 1_000_000 });
+    try {
+      const r = await runClient(d2, exe, ['chanspoof'], { IOMMUFD_TS_CHANNEL_PICK_US: '1000000' });
+      assert.equal(r.status, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, /ok a channel request naming another process's file is refused/);
+      assert.match(r.stdout, /ok garbage in a channel drops only that channel/);
+      assert.ok(d2.logs.some((l) => /fast channel dropped: channel request of \d+ bytes exceeds/.test(l)), d2.logs.join('\n'));
+      await waitFor(() => d2.server.stats.open === 0, 'every file to be released');
+      assert.deepEqual(d2.server.internalErrors, []);
+    } finally {
+      await d2.close();
+    }
+  });
+
+  test('without the fast channel (IOMMUFD_TS_CHANNEL=0) every call takes the socket, with the same results', async () => {
+    const before = { ...d.server.stats };
+    for (const name of ['basic', 'efault', 'access', 'fault', 'fork', 'dup']) {
+      const r = await runClient(d, exe, [name], { IOMMUFD_TS_CHANNEL: '0' });
+      assert.equal(r.status, 0, `scenario ${name} failed:\n${r.stdout}${r.stderr}`);
+    }
+    await waitFor(() => d.server.stats.open === 0, 'every file to be released');
+    assert.equal(d.server.stats.channels, before.channels);
+    assert.equal(d.server.stats.channelRequests, before.channelRequests);
+    assert.deepEqual(d.server.internalErrors, []);
+  });
+
+  test('a daemon that does not map its channels (pread/pwrite on the memfd) gives the same results', async () => {
+    const d2 = await startDaemon({ mapChannels: false });
+    const d3 = await startDaemon({ mapChannels: false, channelPollMicros: 1_000_000 });
+    try {
+      for (const name of ['basic', 'efault', 'access', 'fault', 'fork', 'idle']) {
+        const r = await runClient(d2, exe, [name]);
+        assert.equal(r.status, 0, `scenario ${name} failed:\n${r.stdout}${r.stderr}`);
+      }
+      const r = await runClient(d3, exe, ['chanspoof'], { IOMMUFD_TS_CHANNEL_PICK_US: '1000000' });
+      assert.equal(r.status, 0, `scenario chanspoof failed:\n${r.stdout}${r.stderr}`);
+      assert.ok(d3.logs.some((l) => /fast channel dropped/.test(l)), d3.logs.join('\n'));
+      assert.ok(d2.server.stats.channelRequests > 100);
+      await waitFor(() => d2.server.stats.open === 0 && d3.server.stats.open === 0, 'every file to be released');
+      assert.deepEqual([...d2.server.internalErrors, ...d3.server.internalErrors], []);
+    } finally {
+      await d2.close();
+      await d3.close();
+    }
+  });
+
   test('another uid cannot connect (0700 socket directory)', { skip: isRoot() ? false : 'needs root to switch uid' }, async () => {
     const out = await scenario('otheruid');
     assert.match(out, /ok other uid refused/);
