@@ -154,7 +154,7 @@ function checkSpan(offset: number, length: number): void {
 }
 
 /** How many shared objects stay open after their last pinned page went (see unpinBacking). */
-const IDLE_BACKINGS = 16;
+const IDLE_BACKINGS = 4;
 
 /**
  * The frame registry and the machinery shared by all host address spaces of one daemon.
@@ -328,7 +328,13 @@ export class HostMemory {
     if (!b) return;
     if (--b.pins === 0) {
       this.backings.delete(k);
-      // Kept open for a while: a copy through an access pins and unpins the same object per call.
+      // Kept open while the daemon is busy (closeIdleBackings): a copy through an access pins
+      // and unpins the same object per call. Never huge pages: an open hugetlbfs file keeps its
+      // pages from the pool after the program has unmapped them.
+      if (f.compound || b.fd < 0) {
+        if (b.fd >= 0) fs.closeSync(b.fd);
+        return;
+      }
       this.idleBackings.set(k, b);
       if (this.idleBackings.size > IDLE_BACKINGS) {
         const [oldKey, old] = this.idleBackings.entries().next().value!;
@@ -336,6 +342,12 @@ export class HostMemory {
         if (old.fd >= 0) fs.closeSync(old.fd);
       }
     }
+  }
+
+  /** Close the backings no pin holds (the daemon has nothing to do for now). */
+  closeIdleBackings(): void {
+    for (const b of this.idleBackings.values()) if (b.fd >= 0) fs.closeSync(b.fd);
+    this.idleBackings.clear();
   }
 
   /**

@@ -316,6 +316,7 @@ export class IommufdServer {
     }
     this.polled.clear();
     this.hot = false;
+    this.procs.memory.closeIdleBackings();
   };
 
   private markSeen(ch: Channel, seq: number): void {
