@@ -344,6 +344,11 @@ export class HostMemory {
     }
   }
 
+  /** Backings no pin holds, kept open while the daemon is busy. */
+  get idleBackingCount(): number {
+    return this.idleBackings.size;
+  }
+
   /** Close the backings no pin holds (the daemon has nothing to do for now). */
   closeIdleBackings(): void {
     for (const b of this.idleBackings.values()) if (b.fd >= 0) fs.closeSync(b.fd);

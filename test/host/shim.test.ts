@@ -55,6 +55,10 @@ describe('preload shim + daemon', { skip }, () => {
   test('access fd: CREATE_ACCESS, ACCESS_RW (fast and slow path), ACCESS_PAGES, the fd as an object id, close', async () => {
     const out = await scenario('access');
     assert.match(out, /ok access fd/);
+    // The slow path pins and unpins the shared buffer per call; the object stays open only while
+    // the daemon is busy (an open file keeps the program's freed memory, huge pages above all).
+    await waitFor(() => d.server.procs.memory.idleBackingCount === 0, 'idle backings to be closed');
+    assert.equal(d.server.procs.memory.backingCount, 0);
   });
 
   test('fork with the inherited fd: fork_gone (EFAULT) and fork_present (the child\'s pins are our shared pages)', async () => {
