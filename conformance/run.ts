@@ -15,8 +15,13 @@
  *   --timeout SECONDS          per variant (default 420); the run is killed after it
  *   --no-reserve-hugepages     do not touch vm.nr_hugepages, even as root
  *   --allow-without WHAT       exit 0 even though the host lacks WHAT (hugepages, or
- *                              cap_sys_resource), so the tests that need it could not be
- *                              checked; they are still listed under "environment" (repeatable)
+ *                              cap_sys_resource with --no-grant-cap), so the tests that need it
+ *                              could not be checked; they are still listed under "environment"
+ *                              (repeatable)
+ *   --no-grant-cap             when this process lacks CAP_SYS_RESOURCE (which the oracle VM's
+ *                              tests have), do not grant it inside the emulator
+ *                              (`iommufd-ts run --cap CAP_SYS_RESOURCE`): global_options then
+ *                              gets EPERM, as the kernel would give it here
  *   --oracle                   also run the oracle VM now (../shared/oracle, ~30 s) for a
  *                              same-machine, same-moment wall-time comparison
  *   -- ARGS                    passed to the selftest (e.g. -r iommufd_ioas.no_domain.area);
@@ -65,6 +70,9 @@ interface Options {
   timeoutS: number;
   reserveHugepages: boolean;
   allowWithout: Set<string>;
+  grantCap: boolean;
+  /** Set by main: the capabilities to grant inside the emulator. */
+  caps: string[];
   oracle: boolean;
   selftestArgs: string[];
 }
@@ -82,6 +90,8 @@ function parseArgs(argv: string[]): Options {
     timeoutS: 420,
     reserveHugepages: true,
     allowWithout: new Set(),
+    grantCap: true,
+    caps: [],
     oracle: false,
     selftestArgs: [],
   };
@@ -105,6 +115,7 @@ function parseArgs(argv: string[]): Options {
       if (w !== 'hugepages' && w !== 'cap_sys_resource') usage('--allow-without takes hugepages or cap_sys_resource');
       o.allowWithout.add(w);
     }
+    else if (a === '--no-grant-cap') o.grantCap = false;
     else if (a === '--oracle') o.oracle = true;
     else if (a === '-h' || a === '--help') {
       const src = readFileSync(fileURLToPath(import.meta.url), 'utf8');
@@ -179,6 +190,7 @@ async function runVariant(variant: string, binary: string, o: Options): Promise<
     CLI,
     'run',
     ...(o.trace ? ['--trace', `${base}.trace`] : []),
+    ...o.caps.flatMap((c) => ['--cap', c]),
     '--',
     '/bin/sh',
     '-c',
@@ -305,6 +317,15 @@ async function main(): Promise<number> {
         : `cached in build/conformance (${secs(b.wallMs)} s)`),
   );
 
+  // The kernel's verdicts were recorded in the oracle VM, as root with every capability. The one
+  // the selftest needs (CAP_SYS_RESOURCE, for IOMMU_OPTION_RLIMIT_MODE in global_options) is
+  // granted inside the emulator when this process lacks it, unless --no-grant-cap.
+  const hostHasCap = hasCapability(CAP_SYS_RESOURCE) ?? process.geteuid?.() === 0;
+  if (!hostHasCap && o.grantCap) {
+    o.caps = ['CAP_SYS_RESOURCE'];
+    say('capabilities: this process has no CAP_SYS_RESOURCE, which the oracle VM gives its tests; granted to the selftest inside the emulator (iommufd-ts run --cap CAP_SYS_RESOURCE)');
+  }
+
   const problem = runCommandProblem();
   let hp: HugepageState | undefined;
   const results = new Map<string, RunResult>();
@@ -337,7 +358,7 @@ async function main(): Promise<number> {
   // What the environment could not provide, and the tests that need it. The kernel's verdicts
   // were recorded in the oracle VM: root with every capability, 128 huge pages.
   const hugeOk = hp?.available ?? true;
-  const capOk = hasCapability(CAP_SYS_RESOURCE) ?? process.geteuid?.() === 0;
+  const capOk = hostHasCap || o.caps.includes('CAP_SYS_RESOURCE');
   const unavailable = new Map<string, string>();
   const lacking = new Map<string, string>(); // what -> why, for the result line
   const envKey = new Map<string, string>(); // test -> what

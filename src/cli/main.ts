@@ -1,4 +1,6 @@
-import { Command } from 'commander';
+import { Command, InvalidArgumentError } from 'commander';
+import { GRANTABLE_CAPS } from '../host/host-task.js';
+import type { Capability } from '../mm/types.js';
 import { runDemo } from './demo.js';
 import { runSeedDemo } from './seed.js';
 import { runProgram } from '../host/run.js';
@@ -23,15 +25,25 @@ program
     else program.error(`unknown demo "${story}": choose ioas or seed`);
   });
 
+/** `--cap NAME`: one of the capabilities the emulated kernel checks, granted to every client. */
+function capOption(value: string, prev: Capability[] = []): Capability[] {
+  const name = (value.toUpperCase().startsWith('CAP_') ? value.toUpperCase() : `CAP_${value.toUpperCase()}`) as Capability;
+  if (!GRANTABLE_CAPS.includes(name)) throw new InvalidArgumentError(`choose one of ${GRANTABLE_CAPS.join(', ')}`);
+  return prev.includes(name) ? prev : [...prev, name];
+}
+const CAP_HELP = `treat the program as holding capability NAME in the emulated kernel, which its process does not need to have (${GRANTABLE_CAPS.join(', ')}; repeatable)`;
+
 program
   .command('run')
   .description('run an unmodified, dynamically linked program with /dev/iommu served by the emulator')
   .option('--trace <file>', 'write one strace-like line per ioctl to FILE')
+  .option('--cap <name>', CAP_HELP, capOption)
   .argument('<program>', 'the program to run')
   .argument('[args...]', 'its arguments (put -- before them if they start with -)')
   .passThroughOptions()
-  .action(async (prog: string, args: string[], opts: { trace?: string }) => {
-    process.exitCode = await runProgram(prog, args, { traceFile: opts.trace });
+  .action(async (prog: string, args: string[], opts: { trace?: string; cap?: Capability[] }) => {
+    if (opts.cap?.length) process.stderr.write(`iommufd-ts: ${prog} holds ${opts.cap.join(', ')} in the emulated kernel (--cap)\n`);
+    process.exitCode = await runProgram(prog, args, { traceFile: opts.trace, server: { grantCaps: opts.cap } });
   });
 
 program
@@ -39,8 +51,9 @@ program
   .description('run the emulator as a standalone daemon for programs started with the shim preloaded')
   .requiredOption('--socket <path>', 'the unix socket to listen on (put it in a directory only you can reach)')
   .option('--trace <file>', 'write one strace-like line per ioctl to FILE ("-" for stdout)')
-  .action(async (opts: { socket: string; trace?: string }) => {
-    await serve(opts.socket, { traceFile: opts.trace });
+  .option('--cap <name>', CAP_HELP, capOption)
+  .action(async (opts: { socket: string; trace?: string; cap?: Capability[] }) => {
+    await serve(opts.socket, { traceFile: opts.trace, grantCaps: opts.cap });
   });
 
 await program.parseAsync(process.argv);

@@ -87,6 +87,8 @@ export class HostTask implements Task {
     readonly startTime: bigint | undefined,
     readonly secretAddr: bigint,
     readonly secret: Buffer,
+    /** Capabilities the daemon was told to grant every client (`--cap`), whatever CapEff says. */
+    private readonly granted: ReadonlySet<Capability> = new Set(),
   ) {}
 
   /** Still this process: the pid has not been reused and the mm is the one we verified. */
@@ -108,6 +110,7 @@ export class HostTask implements Task {
   }
 
   capable(cap: Capability): boolean {
+    if (this.granted.has(cap)) return true;
     const s = this.currentStatus();
     return s !== undefined && ((s.capEff >> BigInt(CAP_BITS[cap])) & 1n) === 1n;
   }
@@ -131,7 +134,16 @@ export class HostTask implements Task {
 export interface HostProcessesOptions {
   /** The only effective uid allowed to connect (default: the daemon's own). */
   uid?: number;
+  /**
+   * Capabilities every client holds as far as the emulated kernel is concerned, although its
+   * process does not (for users without root who want the privileged paths, e.g. setting
+   * IOMMU_OPTION_RLIMIT_MODE, which needs CAP_SYS_RESOURCE). Default: none; CapEff decides.
+   */
+  grantCaps?: readonly Capability[];
 }
+
+/** The capabilities `--cap` can grant, with their bit numbers. */
+export const GRANTABLE_CAPS: readonly Capability[] = Object.keys(CAP_BITS) as Capability[];
 
 /** The daemon's view of every client process: authentication, tasks by pid, users by uid. */
 export class HostProcesses {
@@ -141,8 +153,11 @@ export class HostProcesses {
   readonly uid: number;
   private authCount = 0;
 
+  private readonly granted: ReadonlySet<Capability>;
+
   constructor(opts: HostProcessesOptions = {}) {
     this.uid = opts.uid ?? process.geteuid?.() ?? 0;
+    this.granted = new Set(opts.grantCaps ?? []);
   }
 
   user(uid: number): HostUser {
@@ -202,7 +217,7 @@ export class HostProcesses {
     const old = this.tasks.get(pid);
     if (old) old.mm.markDead(); // same pid, new secret: exec'd (or the old process is gone)
     const mm = new HostMm(this.memory, pid, memFd, secretAddr, Buffer.from(secret));
-    const task = new HostTask(this.memory, pid, this.user(status.uid), mm, readStartTime(pid), secretAddr, Buffer.from(secret));
+    const task = new HostTask(this.memory, pid, this.user(status.uid), mm, readStartTime(pid), secretAddr, Buffer.from(secret), this.granted);
     this.tasks.set(pid, task);
     return task;
   }

@@ -1,10 +1,11 @@
 /** `iommufd-ts serve`: the daemon on its own, until SIGINT/SIGTERM. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import type { Capability } from '../mm/types.js';
 import { IommufdServer } from './server.js';
 import { ensureShim, SOCKET_ENV } from './shim.js';
 
-export async function serve(socketPath: string, opts: { traceFile?: string } = {}): Promise<void> {
+export async function serve(socketPath: string, opts: { traceFile?: string; grantCaps?: Capability[] } = {}): Promise<void> {
   const socket = path.resolve(socketPath);
   const dir = path.dirname(socket);
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -19,8 +20,10 @@ export async function serve(socketPath: string, opts: { traceFile?: string } = {
     socketPath: socket,
     trace: traceFd !== undefined ? (line) => fs.writeSync(traceFd!, line + '\n') : undefined,
     log: (line) => process.stderr.write(`iommufd-ts: ${line}\n`),
+    grantCaps: opts.grantCaps,
   });
   await server.listen();
+  if (opts.grantCaps?.length) process.stderr.write(`iommufd-ts: every client holds ${opts.grantCaps.join(', ')} in the emulated kernel (--cap)\n`);
   const shim = ensureShim();
   process.stderr.write(
     `iommufd-ts: serving /dev/iommu on ${socket}\n` +

@@ -23,6 +23,7 @@ import { IommufdCtx } from '../iommufd/context.js';
 import { POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM, type EmulatedFile, type FdTable } from '../iommufd/file.js';
 import { DEFAULT_IOCTL_OPTIONS, iommufdIoctl, type IoctlOptions } from '../iommufd/main.js';
 import { HostProcesses } from './host-task.js';
+import type { Capability } from '../mm/types.js';
 import type { HostTask } from './host-task.js';
 import { InlineUser } from './host-memory.js';
 import { Channel } from './channel.js';
@@ -74,6 +75,8 @@ export interface ServerOptions {
   channelPollMicros?: number;
   /** Map fast channels with the native helper when it is there (default); false: pread/pwrite. */
   mapChannels?: boolean;
+  /** Capabilities every client holds in the emulated kernel (HostProcessesOptions.grantCaps). */
+  grantCaps?: readonly Capability[];
 }
 
 /**
@@ -147,7 +150,7 @@ export class IommufdServer {
   constructor(private readonly options: ServerOptions) {
     // Clients get an errno and an explanation, never a JavaScript stack.
     setErrorStacks(false);
-    this.procs = new HostProcesses({ uid: options.uid });
+    this.procs = new HostProcesses({ uid: options.uid, grantCaps: options.grantCaps });
     this.opts = options.ioctlOptions ?? DEFAULT_IOCTL_OPTIONS;
     this.server = net.createServer({ allowHalfOpen: false }, (s) => this.accept(s));
     this.server.on('error', (e) => this.log(`server error: ${e.message}`));

@@ -4,6 +4,7 @@
  * these tests also look at the daemon's side (releases, traces, pins, rejected clients).
  */
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { compile, cleanupBuilds, haveCompiler, isRoot, runClient, startClient, startDaemon, waitFor, type Daemon } from './helpers.js';
 
@@ -216,6 +217,22 @@ describe('preload shim + daemon', { skip }, () => {
     } finally {
       await d2.close();
       await d3.close();
+    }
+  });
+
+  test('capabilities: CapEff decides, unless the daemon grants one to every client (--cap)', async () => {
+    // This host may or may not give us CAP_SYS_RESOURCE; the daemon without --cap follows CapEff.
+    const capEff = BigInt('0x' + /^CapEff:\s*([0-9a-f]+)$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))![1]);
+    const has = ((capEff >> 24n) & 1n) === 1n;
+    const plain = await runClient(d, exe, ['rlimit-mode', has ? 'granted' : 'refused']);
+    assert.equal(plain.status, 0, plain.stdout + plain.stderr);
+    const d2 = await startDaemon({ grantCaps: ['CAP_SYS_RESOURCE'] });
+    try {
+      const r = await runClient(d2, exe, ['rlimit-mode', 'granted']);
+      assert.equal(r.status, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, /ok RLIMIT_MODE set with the capability/);
+    } finally {
+      await d2.close();
     }
   });
 

@@ -851,6 +851,26 @@ static int t_chanspoof(void)
 	return 0;
 }
 
+/* IOMMU_OPTION_RLIMIT_MODE needs CAP_SYS_RESOURCE: argv[2] "granted" or "refused" says which to expect. */
+struct iommu_option_s { uint32_t size, option_id; uint16_t op, reserved; uint32_t object_id; uint64_t val64; };
+static int t_rlimit_mode(int argc, char **argv)
+{
+	int granted = argc > 2 && !strcmp(argv[2], "granted");
+	int fd = open_iommu();
+	struct iommu_option_s o = { .size = sizeof(o), .option_id = 0 /* RLIMIT_MODE */, .op = 0 /* SET */, .val64 = 1 };
+	int r = ioctl(fd, IOMMU_OPTION, &o);
+	if (granted) {
+		CHECK(r == 0, "set RLIMIT_MODE with CAP_SYS_RESOURCE");
+		struct iommu_option_s g = { .size = sizeof(g), .option_id = 0, .op = 1 /* GET */ };
+		CHECK(ioctl(fd, IOMMU_OPTION, &g) == 0 && g.val64 == 1, "get RLIMIT_MODE = %llu", (unsigned long long)g.val64);
+		OK("RLIMIT_MODE set with the capability");
+	} else {
+		CHECK(r == -1 && errno == EPERM, "set RLIMIT_MODE without CAP_SYS_RESOURCE: EPERM");
+		OK("RLIMIT_MODE refused without the capability");
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc > 1 && !strcmp(argv[1], "abort")) {
@@ -882,6 +902,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "spoof")) return t_spoof();
 	if (!strcmp(m, "otheruid")) return t_otheruid();
 	if (!strcmp(m, "idle")) return t_idle();
+	if (!strcmp(m, "rlimit-mode")) return t_rlimit_mode(argc, argv);
 	if (!strcmp(m, "chanspoof")) return t_chanspoof();
 	fprintf(stderr, "unknown scenario %s\n", m);
 	return 2;
