@@ -3,12 +3,18 @@
  * the contrast with arm-smmu v1/v2. An SMMUv3 domain is finalised when it is allocated, because
  * 6.12 hands the driver the device at allocation time (domain_alloc_user / domain_alloc_paging(dev)),
  * so its aperture is known before iommufd links it to an IOAS. Devices report the same software
- * MSI window as arm-smmu. Stage-1 domains translate a 48-bit input space with 4K/2M/1G pages;
- * NEST_PARENT asks for a stage-2 domain. No dirty tracking and no nesting data are modelled.
+ * MSI window as arm-smmu. Stage-1 domains translate a 48-bit input space with 4K/2M/1G pages.
+ *
+ * domain_alloc_user is 6.12's arm_smmu_domain_alloc_user, in its order: any flag other than
+ * IOMMU_HWPT_ALLOC_DIRTY_TRACKING (so IOMMU_HWPT_ALLOC_NEST_PARENT too) is EOPNOTSUPP, then a parent
+ * or driver data is EOPNOTSUPP. 6.12's SMMUv3 has no nest parents, no IOMMU_HWPT_DATA_ARM_SMMUV3,
+ * no vIOMMU and no IOMMU_GET_HW_INFO type (all 6.13); its user domains are always stage 1.
+ * The modelled SMMU has no HTTU dirty-bit management (ARM_SMMU_FEAT_HD), so it is not
+ * IOMMU_CAP_DIRTY_TRACKING capable and iommufd refuses DIRTY_TRACKING before the driver is asked.
  */
 import { fail, hex } from '../lib/error.js';
 import { IommuDevice } from '../iommu/device.js';
-import { ALLOC_NEST_PARENT, type IommuCap, type IommuDriver } from '../iommu/driver.js';
+import { ALLOC_DIRTY_TRACKING, ALLOC_NEST_PARENT, type IommuCap, type IommuDriver } from '../iommu/driver.js';
 import type { DomainGeometry, DomainOps, IommuDomain } from '../iommu/domain.js';
 import { IommuGroup } from '../iommu/group.js';
 import { ResvType, type ResvRegion } from '../iommu/resv.js';
@@ -111,9 +117,31 @@ export class ArmSmmuV3Driver implements IommuDriver {
     return new SmmuV3Domain(this.nextDomain++, 's1', this.ias);
   }
 
+  /** arm_smmu_domain_alloc_user (6.12): PAGING_FLAGS = DIRTY_TRACKING only, then parent/user_data, then finalise. */
   domainAllocUser(_dev: IommuDevice, flags: number, parent: IommuDomain | null, data: UserData | null): IommuDomain {
-    if (parent || data) fail('EOPNOTSUPP', 'this SMMUv3 model has no nested (stage-1 over stage-2) support');
-    if (flags & ~ALLOC_NEST_PARENT) fail('EOPNOTSUPP', `flags ${hex(flags)} are not supported by this SMMUv3 model`);
-    return new SmmuV3Domain(this.nextDomain++, flags & ALLOC_NEST_PARENT ? 's2' : 's1', this.ias);
+    const unsupported = flags & ~ALLOC_DIRTY_TRACKING;
+    if (unsupported) {
+      const named = unsupported & ALLOC_NEST_PARENT ? ' (IOMMU_HWPT_ALLOC_NEST_PARENT; SMMUv3 nest parents came in 6.13)' : '';
+      fail(
+        'EOPNOTSUPP',
+        `arm_smmu_domain_alloc_user accepts only IOMMU_HWPT_ALLOC_DIRTY_TRACKING (${hex(ALLOC_DIRTY_TRACKING)}): ` +
+          `flags ${hex(flags >>> 0)} include ${hex(unsupported >>> 0)}${named}`,
+      );
+    }
+    if (parent || data)
+      fail(
+        'EOPNOTSUPP',
+        `arm_smmu_domain_alloc_user refuses ${parent ? 'a parent domain' : `driver data (data_type ${hex(data!.type)})`}: ` +
+          'SMMUv3 has no nested domains in 6.12',
+      );
+    // arm_smmu_domain_finalise would set IO_PGTABLE_QUIRK_ARM_HD and dirty ops for a stage-1
+    // domain; only a caller that skips iommufd's IOMMU_CAP_DIRTY_TRACKING check gets here.
+    if (flags & ALLOC_DIRTY_TRACKING)
+      fail(
+        'EOPNOTSUPP',
+        `flags ${hex(flags >>> 0)} ask for IOMMU_HWPT_ALLOC_DIRTY_TRACKING (${hex(ALLOC_DIRTY_TRACKING)}), ` +
+          'but this SMMU has no HTTU dirty-bit management (ARM_SMMU_FEAT_HD), so it is not IOMMU_CAP_DIRTY_TRACKING capable',
+      );
+    return new SmmuV3Domain(this.nextDomain++, 's1', this.ias);
   }
 }

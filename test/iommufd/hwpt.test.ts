@@ -9,6 +9,7 @@ import { Iommufd } from '../../src/api/iommufd.js';
 import { StagedUser } from '../../src/api/staged-user.js';
 import { ArmSmmuDomain, createArmSmmu } from '../../src/drivers/arm-smmu.js';
 import { ArmSmmuV3Driver } from '../../src/drivers/arm-smmu-v3.js';
+import { MockIommuDriver } from '../../src/drivers/mock.js';
 import { MockNestedDomain } from '../../src/drivers/mock/nested-domain.js';
 import { MockPagingDomain } from '../../src/drivers/mock/paging-domain.js';
 import { getHwInfo } from '../../src/iommufd/device.js';
@@ -118,15 +119,16 @@ describe('IOMMU_HWPT_ALLOC validation order (§2.11)', () => {
     throwsErrno(() => rawAlloc(fd, { devId: dev, ptId: parent, dataType: T, dataLen: 3 }, data), 'EINVAL');
     throwsErrno(() => rawAlloc(fd, { devId: dev, ptId: parent, dataType: T, dataLen: 5 }, new Uint8Array(5)), 'EINVAL');
     throwsErrno(() => rawAlloc(fd, { devId: dev, ptId: parent, dataType: T, dataLen: 4, dataUptr: 0n }), 'EFAULT');
-    // The parent's domain belongs to another driver.
-    const v3 = new ArmSmmuV3Driver().addDevice('v3');
-    const vdev = fd.bindDevice(v3);
-    const vioas = fd.ioasAlloc();
-    const vparent = rawAlloc(fd, { devId: vdev, ptId: vioas, flags: NEST_PARENT });
-    throwsErrno(() => rawAlloc(fd, { devId: dev, ptId: vparent, dataType: T, dataLen: 4 }, data), 'EINVAL', /arm-smmu-v3 driver/);
-    fd.destroy(vparent);
-    fd.destroy(vioas);
-    fd.unbindDevice(vdev);
+    // The parent's domain belongs to another driver (a second mock instance: no 6.12 hardware
+    // driver modelled here offers nest parents; 6.12's SMMUv3 refuses them, see below).
+    const other = new MockIommuDriver('mock-other').createMockDevice(0);
+    const odev = fd.bindDevice(other);
+    const oioas = fd.ioasAlloc();
+    const oparent = rawAlloc(fd, { devId: odev, ptId: oioas, flags: NEST_PARENT });
+    throwsErrno(() => rawAlloc(fd, { devId: dev, ptId: oparent, dataType: T, dataLen: 4 }, data), 'EINVAL', /mock-other driver/);
+    fd.destroy(oparent);
+    fd.destroy(oioas);
+    fd.unbindDevice(odev);
     assert.equal(fd.ctx.objects.count, count);
     // A good nested HWPT; nested on nested is EINVAL.
     const nested = rawAlloc(fd, { devId: dev, ptId: parent, dataType: T, dataLen: 4 }, Uint8Array.of(7, 0, 0, 0));
@@ -137,6 +139,39 @@ describe('IOMMU_HWPT_ALLOC validation order (§2.11)', () => {
     throwsErrno(() => rawAlloc(fd, { devId: dev, ptId: parent, flags: FAULT_ID_VALID, dataType: T, dataLen: 4, faultId: 4242 }, data), 'ENOENT');
     assert.deepEqual(fd.ctx.objects.ids(), ids);
     assert.equal(hwptOf(fd, parent).users, 2, 'only the good nested child holds the parent');
+  });
+
+  test('SMMUv3 (6.12): NEST_PARENT is EOPNOTSUPP from arm_smmu_domain_alloc_user, DIRTY from the capability check', () => {
+    const { fd, ioas } = setup();
+    const vdev = fd.bindDevice(new ArmSmmuV3Driver().addDevice('v3'));
+    const ids = fd.ctx.objects.ids();
+    // The driver's PAGING_FLAGS is DIRTY_TRACKING alone.
+    throwsErrno(
+      () => rawAlloc(fd, { devId: vdev, ptId: ioas, flags: NEST_PARENT }),
+      'EOPNOTSUPP',
+      /arm_smmu_domain_alloc_user accepts only IOMMU_HWPT_ALLOC_DIRTY_TRACKING \(0x2\): flags 0x1 include 0x1 \(IOMMU_HWPT_ALLOC_NEST_PARENT/,
+    );
+    // DIRTY_TRACKING never reaches the driver: the SMMU has no HTTU, so iommufd refuses it first,
+    // with or without NEST_PARENT.
+    for (const flags of [DIRTY, NEST_PARENT | DIRTY])
+      throwsErrno(() => rawAlloc(fd, { devId: vdev, ptId: ioas, flags }), 'EOPNOTSUPP', /cannot track dirty/);
+    // Driver data on the paging path: the driver's second check.
+    throwsErrno(
+      () => rawAlloc(fd, { devId: vdev, ptId: ioas, dataType: IOMMU_HWPT_DATA_SELFTEST, dataLen: 4 }, new Uint8Array(4)),
+      'EOPNOTSUPP',
+      /arm_smmu_domain_alloc_user refuses driver data \(data_type 0xdead\)/,
+    );
+    assert.deepEqual(fd.ctx.objects.ids(), ids, 'every refusal gave its id back');
+    // A plain SMMUv3 HWPT is a stage-1 domain and no nest parent, so nothing nests on it.
+    const plain = rawAlloc(fd, { devId: vdev, ptId: ioas });
+    assert.match(hwptOf(fd, plain).domain!.describe(), /arm-smmu-v3 s1 domain/);
+    throwsErrno(
+      () => rawAlloc(fd, { devId: vdev, ptId: plain, dataType: IOMMU_HWPT_DATA_SELFTEST, dataLen: 4 }, new Uint8Array(4)),
+      'EINVAL',
+      /not allocated with IOMMU_HWPT_ALLOC_NEST_PARENT/,
+    );
+    fd.destroy(plain);
+    fd.unbindDevice(vdev);
   });
 
   test('binary door: an unwritable response aborts the new HWPT (EFAULT), a 24-byte struct is a plain paging request', () => {
