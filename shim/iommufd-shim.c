@@ -895,7 +895,8 @@ static ssize_t channel_call(volatile uint8_t *ch, int fd, uint32_t type, struct 
 			if ((i & 15) == 0) {
 				if (mono_ns() - t0 > limit)
 					break;
-				sched_yield();
+				if ((i & 127) == 0)
+					sched_yield();
 			}
 			__builtin_ia32_pause();
 		}
