@@ -179,6 +179,8 @@ struct channel_open {
 	struct auth auth;
 	int32_t memfd;
 	uint32_t size;
+	int32_t sock_fd; /* the fd this frame travels on (checked through /proc when the connection is not ours) */
+	uint32_t pad;
 };
 
 struct doorbell {
@@ -806,7 +808,7 @@ static volatile uint8_t *channel(int fd)
 	struct chan_hdr *h = m;
 	h->magic = CHAN_MAGIC;
 	h->version = PROTO_VERSION;
-	struct channel_open co = { .memfd = mfd, .size = CHAN_SIZE };
+	struct channel_open co = { .memfd = mfd, .size = CHAN_SIZE, .sock_fd = fd };
 	fill_auth(&co.auth);
 	struct frame_hdr fh = { .len = sizeof(co), .type = FR_CHANNEL };
 	struct iovec iov[2] = { { &fh, sizeof(fh) }, { &co, sizeof(co) } };

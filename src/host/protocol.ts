@@ -15,7 +15,8 @@
  *          u32 inline length | u32 writable length | u32 pad | inline bytes (the struct at arg)
  *   READ / WRITE  auth | u64 user address | u64 count
  *   POLL   auth | u32 events | u32 pad
- *   CHANNEL  auth | i32 memfd | u32 size  (this process's fast channel, see channel.ts; answered by ACK)
+ *   CHANNEL  auth | i32 memfd | u32 size | i32 socket fd | u32 pad  (this process's fast channel,
+ *            see channel.ts; answered by ACK; the fd is the one this frame travels on)
  *   DOORBELL auth | u32 seq | u32 flags   (request seq is waiting in the channel; answered by DONE;
  *                                          flag 1: the client rings for every call for now, do not poll it)
  *   where auth = u32 pid | u32 state generation | u64 secret address | u8 secret[16]
@@ -50,7 +51,7 @@ export const AUTH_SIZE = 32;
 export const IOCTL_FIXED_SIZE = AUTH_SIZE + 40;
 export const RW_SIZE = AUTH_SIZE + 16;
 export const POLL_SIZE = AUTH_SIZE + 8;
-export const CHANNEL_SIZE = AUTH_SIZE + 8;
+export const CHANNEL_SIZE = AUTH_SIZE + 16;
 export const DOORBELL_SIZE = AUTH_SIZE + 8;
 /** The shim never inlines more than this; anything larger is a protocol violation. */
 export const INLINE_MAX = 4096;
@@ -209,11 +210,13 @@ export interface ChannelOpen {
   auth: Auth;
   memfd: number;
   size: number;
+  /** The caller's fd for the socket this frame came on. */
+  sockFd: number;
 }
 
 export function decodeChannelOpen(p: Buffer): ChannelOpen {
   if (p.length !== CHANNEL_SIZE) throw new ProtocolError(`CHANNEL of ${p.length} bytes`);
-  return { auth: readAuth(p), memfd: p.readInt32LE(AUTH_SIZE), size: p.readUInt32LE(AUTH_SIZE + 4) };
+  return { auth: readAuth(p), memfd: p.readInt32LE(AUTH_SIZE), size: p.readUInt32LE(AUTH_SIZE + 4), sockFd: p.readInt32LE(AUTH_SIZE + 8) };
 }
 
 export interface Doorbell {

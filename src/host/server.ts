@@ -437,7 +437,9 @@ export class IommufdServer {
     let status = 0;
     try {
       const task = this.procs.authenticate(c.auth.pid, c.auth.secretAddr, c.auth.secret);
-      if (conn.opener !== task) throw new IommuError(Errno.EPERM, `process ${task.pid} asks for a channel over a connection it did not open`);
+      // Its own connection, or (after exec, same pid) one /proc says it holds at that fd.
+      if (!conn.hello || !this.holds(conn, task, c.sockFd, conn.hello.ino))
+        throw new IommuError(Errno.EPERM, `process ${task.pid} asks for a channel over a connection it does not hold (fd ${c.sockFd})`);
       if (this.channels.size >= 16) this.sweepChannels();
       const ch = Channel.open(task, c.memfd, c.size, this.options.mapChannels ?? true);
       const old = this.channels.get(task);

@@ -79,10 +79,13 @@ describe('preload shim + daemon', { skip }, () => {
 
   test('close-on-exec: the O_CLOEXEC context is released at exec, the other one survives into the new image', async () => {
     d.traces.length = 0;
+    const channels = d.server.stats.channels;
     const out = await scenario('exec');
     assert.match(out, /ok exec/);
     const releases = d.traces.filter((l) => l.includes('release(/dev/iommu)'));
     assert.equal(releases.length, 2);
+    // The new image (same pid, new mm) gets a fast channel of its own over the inherited fd.
+    assert.equal(d.server.stats.channels - channels, 2);
   });
 
   test('exit without close releases the context, its fault queue and its pins', async () => {
