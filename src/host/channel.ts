@@ -125,6 +125,17 @@ export function nativeHelper(): NativeHelper | null {
   return native;
 }
 
+/** The memfd mapped by the native helper, or null (no helper, or it could not map). */
+function mapOrNull(fd: number): ArrayBuffer | null {
+  const helper = nativeHelper();
+  if (!helper) return null;
+  try {
+    return helper.map(fd, CHAN_SIZE);
+  } catch {
+    return null;
+  }
+}
+
 export class Channel {
   /** The last request number answered. */
   answered = 0;
@@ -160,25 +171,22 @@ export class Channel {
     if (!link.startsWith('/memfd:iommufd-ts-channel') || size !== CHAN_SIZE)
       throw new ProtocolError(`fd ${memfd} of process ${task.pid} ("${link}", ${size} bytes) is not a channel memfd of ${CHAN_SIZE} bytes`);
     const fd = fs.openSync(path, fs.constants.O_RDWR);
-    let mem: ChannelMemory | undefined;
+    let mem: ChannelMemory;
+    let mapped = false;
     try {
       if (fs.fstatSync(fd).size < CHAN_SIZE) throw new ProtocolError(`the channel memfd of process ${task.pid} is smaller than ${CHAN_SIZE} bytes`);
-      const helper = mapIt ? nativeHelper() : null;
-      if (helper) {
-        try {
-          mem = new MappedMemory(helper.map(fd, CHAN_SIZE));
-        } catch {
-          mem = undefined;
-        }
-      }
-      if (mem) {
-        fs.closeSync(fd); // the mapping keeps the memfd
-        return new Channel(task, mem, true);
-      }
-      mem = new FdMemory(fd);
-      return new Channel(task, mem, false);
+      const ab = mapIt ? mapOrNull(fd) : null;
+      mem = ab ? new MappedMemory(ab) : new FdMemory(fd);
+      mapped = ab !== null;
     } catch (e) {
-      if (!mem || mem instanceof FdMemory) fs.closeSync(fd);
+      fs.closeSync(fd);
+      throw e;
+    }
+    if (mapped) fs.closeSync(fd); // the mapping keeps the memfd
+    try {
+      return new Channel(task, mem, mapped);
+    } catch (e) {
+      mem.close();
       throw e;
     }
   }

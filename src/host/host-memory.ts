@@ -410,9 +410,8 @@ export class HostMemory {
   /** Close every backing fd (daemon shutdown). */
   dispose(): void {
     for (const b of this.backings.values()) if (b.fd >= 0) fs.closeSync(b.fd);
-    for (const b of this.idleBackings.values()) if (b.fd >= 0) fs.closeSync(b.fd);
     this.backings.clear();
-    this.idleBackings.clear();
+    this.closeIdleBackings();
     this.frames.clear();
   }
 }

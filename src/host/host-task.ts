@@ -142,7 +142,7 @@ export interface HostProcessesOptions {
   grantCaps?: readonly Capability[];
 }
 
-/** The capabilities `--cap` can grant, with their bit numbers. */
+/** The capabilities `--cap` can grant: the ones the emulated kernel checks. */
 export const GRANTABLE_CAPS: readonly Capability[] = Object.keys(CAP_BITS) as Capability[];
 
 /** The daemon's view of every client process: authentication, tasks by pid, users by uid. */

@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { constants as osConstants } from 'node:os';
+import { setErrorStacks } from '../lib/error.js';
 import { IommufdServer, type ServerOptions } from './server.js';
 import { preloadEnv } from './shim.js';
 
@@ -28,6 +29,9 @@ export function privateSocketDir(): { dir: string; socket: string } {
 }
 
 export async function runProgram(program: string, args: string[], opts: RunOptions = {}): Promise<number> {
+  // Clients get an errno and an explanation, never a JavaScript stack: capturing one costs more
+  // than most ioctls.
+  setErrorStacks(false);
   const { dir, socket } = privateSocketDir();
   let traceFd: number | undefined;
   if (opts.traceFile) traceFd = fs.openSync(opts.traceFile, 'w');

@@ -2,10 +2,14 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Capability } from '../mm/types.js';
+import { setErrorStacks } from '../lib/error.js';
 import { IommufdServer } from './server.js';
 import { ensureShim, SOCKET_ENV } from './shim.js';
 
 export async function serve(socketPath: string, opts: { traceFile?: string; grantCaps?: Capability[] } = {}): Promise<void> {
+  // Clients get an errno and an explanation, never a JavaScript stack: capturing one costs more
+  // than most ioctls.
+  setErrorStacks(false);
   const socket = path.resolve(socketPath);
   const dir = path.dirname(socket);
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });

@@ -17,7 +17,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { Errno, errnoName } from '../lib/errno.js';
-import { IommuError, setErrorStacks } from '../lib/error.js';
+import { IommuError } from '../lib/error.js';
 import { lockdep } from '../lib/lockdep.js';
 import { IommufdCtx } from '../iommufd/context.js';
 import { POLLIN, POLLOUT, POLLRDNORM, POLLWRNORM, type EmulatedFile, type FdTable } from '../iommufd/file.js';
@@ -65,7 +65,7 @@ export interface ServerOptions {
   /**
    * After a request, keep the event loop polling (instead of sleeping in epoll) for this many
    * microseconds, so the next request of a chatty client is picked up without a wake-up of an idle
-   * CPU (tens of microseconds in a VM). 0 disables it. Default 200.
+   * CPU (tens of microseconds in a VM). 0: one more event-loop round only. Default 200.
    */
   spinMicros?: number;
   /**
@@ -148,8 +148,6 @@ export class IommufdServer {
   readonly stats: ServerStats = { connections: 0, open: 0, requests: 0, ioctls: 0, protocolErrors: 0, rejected: 0, channelRequests: 0, doorbells: 0, channels: 0 };
 
   constructor(private readonly options: ServerOptions) {
-    // Clients get an errno and an explanation, never a JavaScript stack.
-    setErrorStacks(false);
     this.procs = new HostProcesses({ uid: options.uid, grantCaps: options.grantCaps });
     this.opts = options.ioctlOptions ?? DEFAULT_IOCTL_OPTIONS;
     this.server = net.createServer({ allowHalfOpen: false }, (s) => this.accept(s));
@@ -351,6 +349,7 @@ export class IommufdServer {
     for (const ch of [...this.channels.values()]) if (!ch.task.alive()) this.closeChannel(ch);
   }
 
+  /** A channel that misbehaved: the client is told to ring (then finds no channel and uses its socket). */
   private dropChannel(ch: Channel, e: unknown): void {
     this.log(`process ${ch.task.pid}: fast channel dropped: ${e instanceof Error ? e.message : String(e)}`);
     try {
@@ -358,9 +357,7 @@ export class IommufdServer {
     } catch {
       /* unreadable */
     }
-    ch.close();
-    this.polled.delete(ch);
-    if (this.channels.get(ch.task) === ch) this.channels.delete(ch.task);
+    this.closeChannel(ch);
   }
 
   /** Answer request `seq` of a channel (one the tick or a doorbell found). */

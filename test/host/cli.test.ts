@@ -50,6 +50,31 @@ describe('iommufd-ts run', { skip }, () => {
     assert.equal(cli('run', '--', path.join(tmp, 'no-such-program')).status, 127);
   });
 
+  test('--cap NAME grants the capability in the emulated kernel; an unknown name is a usage error', () => {
+    const ok = cli('run', '--cap', 'sys_resource', '--', exe, 'rlimit-mode', 'granted');
+    assert.equal(ok.status, 0, ok.stdout + ok.stderr);
+    assert.match(ok.stdout, /ok RLIMIT_MODE set with the capability/);
+    assert.match(ok.stderr, /holds CAP_SYS_RESOURCE in the emulated kernel \(--cap\)/);
+    const bad = cli('run', '--cap', 'CAP_NET_ADMIN', '--', exe, 'basic');
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /choose one of CAP_IPC_LOCK, CAP_SYS_RAWIO, CAP_SYS_RESOURCE/);
+  });
+
+  test('IOMMUFD_TS_STATS=1: the daemon\'s counters at exit, showing the calls came through the fast channel', () => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(REPO, 'src/cli/main.ts'), 'run', '--', exe, 'basic'], {
+      encoding: 'utf8',
+      timeout: 60_000,
+      cwd: REPO,
+      env: { ...process.env, IOMMUFD_TS_STATS: '1' },
+    });
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    const m = /iommufd-ts: daemon stats (\{.*\})/.exec(r.stderr);
+    assert.ok(m, r.stderr);
+    const stats = JSON.parse(m[1]!) as { ioctls: number; channelRequests: number; channels: number };
+    assert.equal(stats.channels, 1);
+    assert.ok(stats.ioctls >= 5 && stats.channelRequests === stats.ioctls, m[1]);
+  });
+
   test('the shim is preloaded into the program only, and the socket directory is gone afterwards', () => {
     const r = cli('run', '--', '/bin/sh', '-c', 'echo "$LD_PRELOAD|$IOMMUFD_TS_SOCKET"; ls -ld "$(dirname "$IOMMUFD_TS_SOCKET")"');
     assert.equal(r.status, 0, r.stderr);
