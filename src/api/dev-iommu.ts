@@ -32,7 +32,7 @@ export class DevIommu {
   }
 
   ioctl(cmd: number, arg: bigint): IoctlResult {
-    if (this.closed) return { ret: -1, errno: Errno.EBADF, explanation: this.closedExplanation('ioctl') };
+    if (this.closed) return { ret: -1, errno: Errno.EBADF, explanation: this.ctx.closedFdExplanation('ioctl') };
     const r = iommufdIoctl(this.ctx, this.task, cmd, arg, this.task.mm, this.fds, this.ioctlOpts);
     if (r >= 0) return { ret: r, errno: 0 };
     const e = this.ctx.lastError;
@@ -45,9 +45,5 @@ export class DevIommu {
     this.closed = true;
     this.ctx.put();
     return 0;
-  }
-
-  private closedExplanation(what: string): string {
-    return `${what} on ${this.ctx.name}: the file was closed (its fd no longer exists; ${this.ctx.released ? 'context released' : `${this.ctx.fileRefs} other reference(s) keep the context`})`;
   }
 }

@@ -521,11 +521,7 @@ export class Iommufd {
 
   /** EBADF once the /dev/iommu fd is closed (or the context released under it). */
   private assertOpen(what: string): void {
-    if (this.closed)
-      fail(
-        'EBADF',
-        `${what} on ${this.ctx.name}: the file was closed (its fd no longer exists; ${this.ctx.released ? 'context released' : `${this.ctx.fileRefs} other reference(s) keep the context`})`,
-      );
+    if (this.closed) fail('EBADF', this.ctx.closedFdExplanation(what));
     this.ctx.assertLive(what);
   }
 }

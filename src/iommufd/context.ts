@@ -44,6 +44,12 @@ export class IommufdCtx {
     if (this.released) fail('EBADF', `${what} on ${this.name}: the file was closed and the context released (0 of its file references left)`);
   }
 
+  /** Why a call through a /dev/iommu fd that was closed is EBADF (both doors say it alike). */
+  closedFdExplanation(what: string): string {
+    const refs = this.released ? 'context released' : `${this.fileRefs} other reference(s) keep the context`;
+    return `${what} on ${this.name}: the file was closed (its fd no longer exists; ${refs})`;
+  }
+
   /** Drop a file reference; the last one releases the context (iommufd_fops_release). */
   put(): void {
     if (this.released) return;
