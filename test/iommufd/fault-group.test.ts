@@ -12,15 +12,10 @@ import { describe, test } from 'node:test';
 import { MockIommuDriver, triggerIopf, type MockDevice } from '../../src/drivers/mock.js';
 import { IOMMU_PAGE_RESP_INVALID } from '../../src/iommu/fault.js';
 import { kernelWarnings } from '../../src/lib/warn.js';
-import { IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_FAULT_ID_VALID } from '../../src/uapi/iommufd.js';
-import { IOMMU_HWPT_DATA_SELFTEST } from '../../src/uapi/iommufd-test.js';
-import { checkInvariants, world, type World } from './helpers.js';
+import { IOMMU_HWPT_ALLOC_NEST_PARENT } from '../../src/uapi/iommufd.js';
+import { checkInvariants, nestedFaultHwpt, world, type World } from './helpers.js';
 
 checkInvariants();
-
-function iotlbData(): Uint8Array {
-  return new Uint8Array(4);
-}
 
 interface Setup {
   w: World;
@@ -47,8 +42,7 @@ function setup(): Setup {
   const parent = w.fd.hwptAlloc({ devId: aId, ptId: ioas, flags: IOMMU_HWPT_ALLOC_NEST_PARENT });
   const q1 = w.fd.faultQueueAlloc();
   const q2 = w.fd.faultQueueAlloc();
-  const nested = (faultId: number) =>
-    w.fd.hwptAlloc({ devId: aId, ptId: parent, flags: IOMMU_HWPT_FAULT_ID_VALID, faultId, dataType: IOMMU_HWPT_DATA_SELFTEST, data: iotlbData() });
+  const nested = (faultId: number) => nestedFaultHwpt(w.fd, aId, parent, faultId);
   return { w, drv, a, b, aId, bId, h1: nested(q1.faultId), h2: nested(q2.faultId), f1: q1.fd, f2: q2.fd };
 }
 

@@ -18,6 +18,8 @@ import { PROT_READ } from '../../src/mm/mman.js';
 import type { SimProcess } from '../../src/mm/process.js';
 import type { Capability } from '../../src/mm/types.js';
 import type { DecodedFields, Fields, StructDef } from '../../src/uapi/struct.js';
+import { IOMMU_HWPT_FAULT_ID_VALID } from '../../src/uapi/iommufd.js';
+import { IOMMU_HWPT_DATA_SELFTEST } from '../../src/uapi/iommufd-test.js';
 export { throwsErrno } from '../assert-errno.js';
 
 export const PAGE = 4096n;
@@ -137,4 +139,12 @@ export function areasOf(fd: { ctx: { objects: { get(id: number, t?: number): unk
 
 export function hexRe(v: bigint | number): RegExp {
   return new RegExp(`0x${v.toString(16)}\\b`);
+}
+
+/**
+ * HWPT_ALLOC of a selftest nested HWPT (IOMMU_HWPT_DATA_SELFTEST, a zero iotlb) on NEST_PARENT
+ * `parent` for device `devId`, delivering its page faults to the fault queue `faultId`.
+ */
+export function nestedFaultHwpt(fd: Iommufd, devId: number, parent: number, faultId: number): number {
+  return fd.hwptAlloc({ devId, ptId: parent, flags: IOMMU_HWPT_FAULT_ID_VALID, faultId, dataType: IOMMU_HWPT_DATA_SELFTEST, data: new Uint8Array(4) });
 }

@@ -9,10 +9,9 @@ import { MockIommuDriver } from '../../src/drivers/mock.js';
 import { deviceDetach, deviceUnbind, getDevice } from '../../src/iommufd/device.js';
 import { kernelWarnings } from '../../src/lib/warn.js';
 import { ObjType } from '../../src/iommufd/object.js';
-import { IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_FAULT_ID_VALID } from '../../src/uapi/iommufd.js';
-import { IOMMU_HWPT_DATA_SELFTEST } from '../../src/uapi/iommufd-test.js';
+import { IOMMU_HWPT_ALLOC_NEST_PARENT } from '../../src/uapi/iommufd.js';
 import { checkObjectUsers, expectedUsers } from '../refcounts.js';
-import { checkInvariants, throwsErrno, world } from './helpers.js';
+import { checkInvariants, nestedFaultHwpt, throwsErrno, world } from './helpers.js';
 
 checkInvariants();
 
@@ -31,14 +30,7 @@ describe('users counts (§1.4)', () => {
     assert.equal(users(ioas), 3);
     const q = fd.faultQueueAlloc();
     assert.equal(users(q.faultId), 2, 'xarray + the open fd');
-    const nested = fd.hwptAlloc({
-      devId: m.idevId,
-      ptId: parent,
-      flags: IOMMU_HWPT_FAULT_ID_VALID,
-      faultId: q.faultId,
-      dataType: IOMMU_HWPT_DATA_SELFTEST,
-      data: new Uint8Array(4),
-    });
+    const nested = nestedFaultHwpt(fd, m.idevId, parent, q.faultId);
     assert.equal(users(q.faultId), 3, '+ the HWPT using it');
     assert.equal(users(parent), 2, 'the nested child');
     assert.equal(users(ioas), 3, 'a nested HWPT holds its parent, not the IOAS');

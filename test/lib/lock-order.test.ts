@@ -9,9 +9,9 @@ import { createArmSmmu } from '../../src/drivers/arm-smmu.js';
 import { ArmSmmuV3Driver } from '../../src/drivers/arm-smmu-v3.js';
 import { iommufdTest } from '../../src/iommufd/test-cmd.js';
 import { KERNEL_LOCK_ORDER, lockdep } from '../../src/lib/lockdep.js';
-import { IOMMU_HWPT_ALLOC_NEST_PARENT, IOMMU_HWPT_FAULT_ID_VALID } from '../../src/uapi/iommufd.js';
-import { IOMMU_HWPT_DATA_SELFTEST, IOMMU_TEST_OP_TRIGGER_IOPF, IommuTestCmdTriggerIopf } from '../../src/uapi/iommufd-test.js';
-import { checkInvariants, world } from '../iommufd/helpers.js';
+import { IOMMU_HWPT_ALLOC_NEST_PARENT } from '../../src/uapi/iommufd.js';
+import { IOMMU_TEST_OP_TRIGGER_IOPF, IommuTestCmdTriggerIopf } from '../../src/uapi/iommufd-test.js';
+import { checkInvariants, nestedFaultHwpt, world } from '../iommufd/helpers.js';
 
 checkInvariants();
 
@@ -67,14 +67,7 @@ test('mock devices and fault queues: iopf_rwsem outermost, IOPF and fault locks 
   const m = fd.testMockDomain(ioas);
   const parent = fd.hwptAlloc({ devId: m.idevId, ptId: ioas, flags: IOMMU_HWPT_ALLOC_NEST_PARENT });
   const q = fd.faultQueueAlloc();
-  const nested = fd.hwptAlloc({
-    devId: m.idevId,
-    ptId: parent,
-    flags: IOMMU_HWPT_FAULT_ID_VALID,
-    faultId: q.faultId,
-    dataType: IOMMU_HWPT_DATA_SELFTEST,
-    data: new Uint8Array(4),
-  });
+  const nested = nestedFaultHwpt(fd, m.idevId, parent, q.faultId);
   fd.testMockDomainReplace(m.stdevId, nested);
   fd.call(iommufdTest, IommuTestCmdTriggerIopf.make({ size: 72, op: IOMMU_TEST_OP_TRIGGER_IOPF, devId: m.idevId, grpid: 1, perm: 1 }));
   assert.equal(fd.faultRead(q.fd).length, 1);
