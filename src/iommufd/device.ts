@@ -378,6 +378,9 @@ export function deviceDetach(idev: IommufdDevice): void {
 
 // ------------------------------------------------------------------ IOMMU_GET_HW_INFO
 
+/** The zeros GET_HW_INFO writes past the driver's data, per copy. */
+const HW_INFO_ZEROS = new Uint8Array(65536);
+
 export function getHwInfo(ctx: IommufdCtx, ucmd: Ucmd<IommuHwInfo>): number {
   const cmd = ucmd.cmd;
   if (cmd.flags || cmd.reserved.some((b) => b !== 0))
@@ -395,7 +398,10 @@ export function getHwInfo(ctx: IommufdCtx, ucmd: Ucmd<IommuHwInfo>): number {
   cmd.outDataType = type;
   const copyLen = Math.min(cmd.dataLen, data.length);
   if (copyLen) ucmd.user.copyToUser(cmd.dataUptr, data.subarray(0, copyLen));
-  if (copyLen < cmd.dataLen) ucmd.user.copyToUser(cmd.dataUptr + BigInt(copyLen), new Uint8Array(cmd.dataLen - copyLen));
+  // clear_user of the rest of the caller's buffer (data_len is its __u32, up to 4 GiB), a bounded
+  // zero buffer at a time, stopping at the first fault as clear_user does.
+  for (let off = copyLen; off < cmd.dataLen; off += HW_INFO_ZEROS.length)
+    ucmd.user.copyToUser(cmd.dataUptr + BigInt(off), HW_INFO_ZEROS.subarray(0, Math.min(HW_INFO_ZEROS.length, cmd.dataLen - off)));
   cmd.dataLen = data.length;
   cmd.outCapabilities = dev.driver.capable(dev, 'DIRTY_TRACKING') ? BigInt(IOMMU_HW_CAP_DIRTY_TRACKING) : 0n;
   cmd.outMaxPasidLog2 = 0;

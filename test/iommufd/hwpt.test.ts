@@ -519,6 +519,30 @@ describe('IOMMU_GET_HW_INFO (§2.12)', () => {
     throwsErrno(() => fd.call(getHwInfo, IommuHwInfo.make({ size: 40, devId: m.idevId, dataLen: 8, dataUptr: 0n })), 'EFAULT');
   });
 
+  test('a 4 GiB data_len over a 3-page buffer: the pages are zeroed, then EFAULT (clear_user), in bounded copies', () => {
+    const { fd, p } = world();
+    const ioas = fd.ioasAlloc();
+    const m = fd.testMockDomain(ioas);
+    const va = p.mapAnonymous(3n * PAGE);
+    p.writeMem(va, new Uint8Array(Number(3n * PAGE)).fill(0xff));
+    const writes: number[] = [];
+    const mm = fd.task.mm;
+    const orig = mm.copyToUser.bind(mm);
+    mm.copyToUser = (addr: bigint, data: Uint8Array) => {
+      writes.push(data.length);
+      return orig(addr, data);
+    };
+    try {
+      throwsErrno(() => fd.call(getHwInfo, IommuHwInfo.make({ size: 40, devId: m.idevId, dataLen: 0xffff_ffff, dataUptr: va })), 'EFAULT');
+    } finally {
+      mm.copyToUser = orig;
+    }
+    const bytes = p.readMem(va, Number(3n * PAGE));
+    assert.deepEqual([...bytes.subarray(0, 8)], [0, 0, 0, 0, 0xef, 0xbe, 0xad, 0xde]);
+    assert.ok(bytes.subarray(8).every((b) => b === 0), 'the rest of the mapped buffer is zeroed');
+    assert.ok(Math.max(...writes) <= 65536, `copies of at most 64 KiB, not one of the whole 4 GiB (${Math.max(...writes)})`);
+  });
+
   test('a driver without hw_info: type NONE, length 0, the whole user buffer zeroed', () => {
     const { fd } = world();
     const d = fd.bindDevice(createArmSmmu().addDevice('s'));
