@@ -84,7 +84,11 @@ export class StagedUser implements UserAccess {
     }
     this.eachPage(r, addr, data.length, (page, inPage, done, n, index) => {
       let p = page;
-      if (!p) r.pages!.set(index, (p = new Uint8Array(SPARSE_PAGE)));
+      if (!p) {
+        // An unwritten page reads as zeros: writing zeros to it (a clear_user) needs no page.
+        if (allZero(data, done, n)) return;
+        r.pages!.set(index, (p = new Uint8Array(SPARSE_PAGE)));
+      }
       p.set(data.subarray(done, done + n), inPage);
     });
   }
@@ -106,4 +110,9 @@ export class StagedUser implements UserAccess {
       done += n;
     }
   }
+}
+
+function allZero(data: Uint8Array, from: number, n: number): boolean {
+  for (let i = from, end = from + n; i < end; i++) if (data[i] !== 0) return false;
+  return true;
 }

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { DevIommu } from '../../src/api/dev-iommu.js';
+import { StagedUser } from '../../src/api/staged-user.js';
 import { ArmSmmuV3Driver } from '../../src/drivers/arm-smmu-v3.js';
 import { getDevice } from '../../src/iommufd/device.js';
 import { ioasMap } from '../../src/iommufd/ioas.js';
@@ -159,5 +160,21 @@ describe('typed door attach/detach follow the VFIO device file (vfio_iommufd_phy
     assert.equal(idev.attached, false);
     // An unknown device id is still ENOENT (the VFIO file would not exist).
     throwsErrno(() => fd.detach(id + 50), 'ENOENT');
+  });
+});
+
+describe('StagedUser sparse regions', () => {
+  test('zeros written where nothing was written yet materialise no page; other bytes do, and read back', () => {
+    const { fd } = world();
+    const user = new StagedUser(fd.task.mm);
+    const addr = user.allocSparse(1n << 32n);
+    user.copyToUser(addr + 10n, new Uint8Array(1 << 20));
+    const pages = (user as unknown as { regions: { pages?: Map<bigint, Uint8Array> }[] }).regions[0]!.pages!;
+    assert.equal(pages.size, 0, 'a 1 MiB clear of untouched memory keeps the region empty');
+    user.copyToUser(addr + 4096n * 3n + 5n, Uint8Array.of(7, 0, 9));
+    assert.equal(pages.size, 1);
+    user.copyToUser(addr + 4096n * 3n, new Uint8Array(4096));
+    assert.deepEqual([...user.copyFromUser(addr + 4096n * 3n, 16)], new Array(16).fill(0), 'zeros over a written page do overwrite it');
+    assert.deepEqual([...user.copyFromUser(addr + 8n, 4)], [0, 0, 0, 0]);
   });
 });
