@@ -70,7 +70,7 @@ enum {
 enum { KIND_IOMMU = 0, KIND_VFIO = 1, KIND_SPARE = 2, KIND_ATTACH = 3 };
 
 #define HELLO_MAGIC 0x464d4f49u /* "IOMF" */
-#define PROTO_VERSION 3u
+#define PROTO_VERSION 4u
 /* Client sockets are bound to "\0iommufd-ts/<pid>/<random>": the pid tells which process connected it. */
 #define CLIENT_NAME_PREFIX "iommufd-ts/"
 #define INLINE_MAX 4096
@@ -863,6 +863,12 @@ static ssize_t channel_call(volatile uint8_t *ch, int fd, uint32_t type, struct 
 		return -1;
 	}
 	struct chan_req rq = { .ino = ino, .type = type, .len = (uint32_t)len, .fd = fd };
+	/*
+	 * req_seq 0 while we write: the daemon may still hold the number of a request we gave up on
+	 * (a failed doorbell), and must not read it half overwritten by this one.
+	 */
+	__atomic_store_n(&h->req_seq, 0, __ATOMIC_SEQ_CST);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	uint8_t *p = (uint8_t *)ch + CHAN_REQ_OFF;
 	memcpy(p, &rq, sizeof(rq));
 	p += sizeof(rq);

@@ -6,7 +6,8 @@
  * Layout (little-endian; mirrored in shim/iommufd-shim.c):
  *
  *   0     u32 magic "CHAN" | u32 version
- *   8     u32 req_seq   client: the request in the request area is number req_seq
+ *   8     u32 req_seq   client: the request in the request area is number req_seq (0 while it
+ *                       writes one: a request a client gave up on is never read half-overwritten)
  *   12    u32 resp_seq  daemon: the RESULT frame in the response area answers request resp_seq
  *   16    u32 state     daemon: 1 while it polls this channel (no doorbell needed), else 0
  *   20    u32 busy      daemon: how many channels it polls (the client spins only when it is alone)
@@ -109,7 +110,11 @@ class MappedMemory implements ChannelMemory {
   }
 }
 
-type NativeHelper = { map(fd: number, length: number): ArrayBuffer };
+type NativeHelper = {
+  map(fd: number, length: number): ArrayBuffer;
+  /** How many of `fds` have input, a hangup or an error pending (poll, zero timeout); -1 on error. Older builds lack it. */
+  ready?(fds: Int32Array): number;
+};
 let native: NativeHelper | null | undefined;
 
 /** The native helper, or null when it was not built or is disabled (IOMMUFD_TS_NATIVE=0). */
@@ -200,8 +205,12 @@ export class Channel {
     this.mem.setU32(SEEN, seq);
   }
 
-  /** A request numbered `seq` is in the request area: read it (ProtocolError when malformed). */
-  readRequest(seq: number): ChannelRequest {
+  /**
+   * A request numbered `seq` is in the request area: read it (ProtocolError when malformed), or
+   * null when the client has moved on from it (req_seq changed before or while it was copied).
+   */
+  readRequest(seq: number): ChannelRequest | null {
+    if (this.requestSeq() !== seq) return null;
     // A copy: the client's memory could change under us; this buffer is reused per request.
     const first = this.mapped ? REQ_HDR : REQ_HDR + 256;
     if (!this.mem.read(REQ_OFF, this.reqBuf, first)) throw new ProtocolError('short channel request');
@@ -214,6 +223,7 @@ export class Channel {
       const rest = this.reqBuf.subarray(first);
       if (!this.mem.read(REQ_OFF + first, rest, REQ_HDR + len - first)) throw new ProtocolError('short channel request payload');
     }
+    if (this.requestSeq() !== seq) return null;
     return { seq, ino, type, fd, payload: this.reqBuf.subarray(REQ_HDR, REQ_HDR + len) };
   }
 

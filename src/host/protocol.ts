@@ -45,7 +45,7 @@ export const FrameType = {
 } as const;
 
 export const HELLO_MAGIC = 0x464d4f49;
-export const PROTO_VERSION = 3;
+export const PROTO_VERSION = 4;
 export const HELLO_SIZE = 72;
 export const AUTH_SIZE = 32;
 export const IOCTL_FIXED_SIZE = AUTH_SIZE + 40;

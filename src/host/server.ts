@@ -26,7 +26,7 @@ import { HostProcesses } from './host-task.js';
 import type { Capability } from '../mm/types.js';
 import type { HostTask } from './host-task.js';
 import { InlineUser } from './host-memory.js';
-import { Channel } from './channel.js';
+import { Channel, nativeHelper } from './channel.js';
 import {
   ConnKind,
   decodeChannelOpen,
@@ -52,6 +52,16 @@ import { formatCall, formatIoctl } from './trace.js';
 const DEFAULT_POLLMASK = POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM;
 /** The kernel clamps read/write counts to MAX_RW_COUNT. */
 const MAX_RW_COUNT = 0x7ffff000;
+/** Longest run of channel requests answered back to back before the event loop gets a turn. */
+const SERVE_SLICE_MS = 2;
+/** How many dropped connections a channel request can still be told apart for (EIO, not EBADF). */
+const DROPPED_KEPT = 64;
+
+/** The OS fd behind a socket or server (libuv's pipe handle), or -1 when it has none. */
+function handleFd(h: net.Socket | net.Server): number {
+  const fd = (h as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  return typeof fd === 'number' ? fd : -1;
+}
 
 export interface ServerOptions {
   socketPath: string;
@@ -75,6 +85,16 @@ export interface ServerOptions {
   channelPollMicros?: number;
   /** Map fast channels with the native helper when it is there (default); false: pread/pwrite. */
   mapChannels?: boolean;
+  /**
+   * Answer a channel request in the event-loop round that finds it, when no socket has anything
+   * pending (default, with the native helper); false: always in the next round.
+   */
+  serveAtOnce?: boolean;
+  /**
+   * After a request answered at once, keep looking for the next one this many microseconds
+   * before going back to the event loop (default 40; 0: do not wait).
+   */
+  serveSpinMicros?: number;
   /** Capabilities every client holds in the emulated kernel (HostProcessesOptions.grantCaps). */
   grantCaps?: readonly Capability[];
 }
@@ -119,6 +139,8 @@ export interface ServerStats {
   rejected: number;
   /** Requests answered through a fast channel, and how many of those the client rang for. */
   channelRequests: number;
+  /** Channel requests answered in the event-loop round that found them (sockets quiet). */
+  servedAtOnce: number;
   doorbells: number;
   channels: number;
 }
@@ -145,7 +167,7 @@ export class IommufdServer {
   private replyTo: { ch: Channel; seq: number; sent: boolean } | null = null;
   /** Exceptions that escaped the emulator while serving (bugs); the daemon keeps running. */
   readonly internalErrors: unknown[] = [];
-  readonly stats: ServerStats = { connections: 0, open: 0, requests: 0, ioctls: 0, protocolErrors: 0, rejected: 0, channelRequests: 0, doorbells: 0, channels: 0 };
+  readonly stats: ServerStats = { connections: 0, open: 0, requests: 0, ioctls: 0, protocolErrors: 0, rejected: 0, channelRequests: 0, servedAtOnce: 0, doorbells: 0, channels: 0 };
 
   constructor(private readonly options: ServerOptions) {
     this.procs = new HostProcesses({ uid: options.uid, grantCaps: options.grantCaps });
@@ -210,6 +232,7 @@ export class IommufdServer {
   private accept(socket: net.Socket): void {
     const conn = new Conn(this.nextId++, socket);
     this.conns.add(conn);
+    this.socketFds = null;
     this.stats.connections++;
     this.stats.open++;
     socket.on('data', (chunk: Buffer) => this.onData(conn, chunk));
@@ -271,7 +294,7 @@ export class IommufdServer {
   }
 
   private readonly tick = (): void => {
-    const now = performance.now();
+    let now = performance.now();
     // Requests the previous round found are answered now, after the poll phase in between: a
     // close() the client made before its call (an EOF on another socket) has been released first,
     // exactly as the socket path orders them.
@@ -280,6 +303,7 @@ export class IommufdServer {
       ch.seen = 0;
     }
     let found = false;
+    let servedNow = false;
     for (const ch of this.polled) {
       if (ch.closed) {
         this.polled.delete(ch);
@@ -287,11 +311,18 @@ export class IommufdServer {
       }
       const seq = this.peek(ch);
       if (seq !== ch.answered) {
-        ch.seen = seq;
         ch.lastRequest = now;
         found = true;
         this.markSeen(ch, seq);
+        if (this.socketsQuiet()) {
+          this.serveChannel(ch, seq, true);
+          servedNow = true;
+        } else ch.seen = seq;
       }
+    }
+    if (servedNow) {
+      this.serveWhileQuiet();
+      now = performance.now();
     }
     if (found) this.lastActivity = now;
     const window = (this.polled.size ? (this.options.channelPollMicros ?? 500) : (this.options.spinMicros ?? 200)) / 1000;
@@ -320,6 +351,66 @@ export class IommufdServer {
     this.procs.memory.closeIdleBackings();
   };
 
+  /** The fds of every live connection and of the listening socket (null: rebuild). */
+  private socketFds: Int32Array | null = null;
+
+  /**
+   * Whether a channel request may be answered right now rather than after the next poll phase:
+   * no socket request is queued and no socket (connection or listener) has input, a hangup or an
+   * error pending. Then nothing the client did before its call is still unseen. Needs the native
+   * helper (a zero-timeout poll); without it the answer always waits for the next round.
+   */
+  private socketsQuiet(): boolean {
+    if (this.pending.length || this.drainScheduled || this.options.serveAtOnce === false) return false;
+    const helper = nativeHelper();
+    if (!helper?.ready) return false;
+    if (!this.socketFds) {
+      const fds: number[] = [];
+      for (const c of [...this.conns.values()]) {
+        const fd = handleFd(c.socket);
+        if (fd < 0) return false;
+        fds.push(fd);
+      }
+      const lfd = handleFd(this.server);
+      if (lfd < 0) return false;
+      fds.push(lfd);
+      this.socketFds = Int32Array.from(fds);
+    }
+    return helper.ready(this.socketFds) === 0;
+  }
+
+  /**
+   * After answering a channel request at once, wait here a little for the same clients' next
+   * requests (a program calling in a loop sends the next within microseconds) and answer those at
+   * once too, while the sockets stay quiet; at most SERVE_SLICE_MS in a row, then back to the
+   * event loop.
+   */
+  private serveWhileQuiet(): void {
+    const waitMs = (this.options.serveSpinMicros ?? 40) / 1000;
+    if (waitMs <= 0) return;
+    const start = performance.now();
+    let deadline = start + waitMs;
+    for (let i = 0; ; i++) {
+      let served = false;
+      for (const ch of this.polled) {
+        if (ch.closed) continue;
+        const seq = this.peek(ch);
+        if (seq === ch.answered) continue;
+        ch.lastRequest = performance.now();
+        this.markSeen(ch, seq);
+        if (!this.socketsQuiet()) {
+          ch.seen = seq; // the next round answers it, after the poll phase
+          return;
+        }
+        this.serveChannel(ch, seq, true);
+        served = true;
+      }
+      const now = performance.now();
+      if (served) deadline = now + waitMs;
+      if (now >= deadline || now - start >= SERVE_SLICE_MS) return;
+    }
+  }
+
   private markSeen(ch: Channel, seq: number): void {
     try {
       ch.markSeen(seq);
@@ -328,10 +419,13 @@ export class IommufdServer {
     }
   }
 
-  /** The channel's request number; a channel that cannot be read any more is dropped. */
+  /**
+   * The channel's request number, or the last one answered when there is nothing new (0: the
+   * client is writing a new request); a channel that cannot be read any more is dropped.
+   */
   private peek(ch: Channel): number {
     try {
-      return ch.requestSeq();
+      return ch.requestSeq() || ch.answered;
     } catch (e) {
       this.dropChannel(ch, e);
       return ch.answered;
@@ -361,14 +455,23 @@ export class IommufdServer {
   }
 
   /** Answer request `seq` of a channel (one the tick or a doorbell found). */
-  private serveChannel(ch: Channel, seq: number): void {
+  private serveChannel(ch: Channel, seq: number, atOnce = false): void {
     let conn: Conn | undefined;
     let payload: Buffer;
     try {
       const r = ch.readRequest(seq);
+      // The client gave up on it (its doorbell failed) and is writing its next request: nothing to answer.
+      if (!r) return;
       if (r.type !== FrameType.IOCTL) throw new ProtocolError(`channel request of type ${r.type}; only IOCTL travels there`);
       payload = r.payload;
       conn = this.byIno.get(r.ino);
+      if (!conn && this.dropped.has(r.ino)) {
+        // The socket path fails the same call with a transport error (EIO in the shim).
+        this.stats.requests++;
+        ch.answer(seq, encodeResult({ ret: -Errno.EIO }), this.polled.size);
+        this.trace(formatCall(ch.task.pid, `ioctl on fd ${r.fd}`, -Errno.EIO, `the daemon dropped this file's connection (a protocol error)`));
+        return;
+      }
       if (!conn || conn.released || conn.rejected || !conn.hello || !this.holds(conn, ch.task, r.fd, r.ino)) {
         this.stats.requests++;
         ch.answer(seq, encodeResult({ ret: -Errno.EBADF }), this.polled.size);
@@ -381,6 +484,7 @@ export class IommufdServer {
     }
     this.stats.requests++;
     this.stats.channelRequests++;
+    if (atOnce) this.stats.servedAtOnce++;
     this.replyTo = { ch, seq, sent: false };
     try {
       this.ioctl(conn, decodeIoctl(payload), ch.task);
@@ -501,9 +605,17 @@ export class IommufdServer {
       lockdep.resetHeld();
       this.log(`connection ${conn.id}: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
     }
+    const ino = conn.hello?.ino;
+    if (ino !== undefined) {
+      this.dropped.add(ino);
+      if (this.dropped.size > DROPPED_KEPT) this.dropped.delete(this.dropped.values().next().value!);
+    }
     this.release(conn, 'protocol error');
     conn.socket.destroy();
   }
+
+  /** Socket inodes of connections dropped for protocol errors (the newest DROPPED_KEPT). */
+  private readonly dropped = new Set<bigint>();
 
   private send(conn: Conn, buf: Buffer): void {
     if (conn.socket.destroyed || !conn.socket.writable) return;
@@ -771,6 +883,7 @@ export class IommufdServer {
     if (conn.released) return;
     conn.released = true;
     this.conns.delete(conn);
+    this.socketFds = null;
     this.stats.open--;
     this.pollable.delete(conn);
     const h = conn.hello;

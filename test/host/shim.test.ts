@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
+import { nativeHelper } from '../../src/host/channel.js';
 import { compile, cleanupBuilds, haveCompiler, isRoot, runClient, startClient, startDaemon, waitFor, type Daemon } from './helpers.js';
 
 const skip = haveCompiler() ? false : 'no C compiler';
@@ -131,7 +132,7 @@ describe('preload shim + daemon', { skip }, () => {
     const errs = d.server.stats.protocolErrors;
     const out = await scenario('garbage');
     assert.match(out, /ok garbage/);
-    assert.equal(d.server.stats.protocolErrors, errs + 1);
+    assert.equal(d.server.stats.protocolErrors, errs + 20, 'one per round');
     // Raw peers: random bytes, a truncated frame and a disconnect mid-frame, an oversized length.
     const net = await import('node:net');
     const payloads = [
@@ -186,6 +187,35 @@ describe('preload shim + daemon', { skip }, () => {
       assert.ok(d2.logs.some((l) => /fast channel dropped: channel request of \d+ bytes exceeds/.test(l)), d2.logs.join('\n'));
       await waitFor(() => d2.server.stats.open === 0, 'every file to be released');
       assert.deepEqual(d2.server.internalErrors, []);
+    } finally {
+      await d2.close();
+    }
+  });
+
+  test('channel requests are answered in the round that finds them while the sockets are quiet; a close() before a call still comes first', async () => {
+    // "load" calls in a tight loop: with the native helper most calls are answered at once. The
+    // "fault-rw" scenario closes a fault fd and DESTROYs its object right after, 300 times: the
+    // EOF of the closed socket must be released before the DESTROY however the call is served.
+    const native = nativeHelper();
+    const d2 = await startDaemon({ serveAtOnce: false });
+    try {
+      const before = { ...d.server.stats };
+      const r0 = await runClient(d, exe, ['load', '4000']);
+      assert.equal(r0.status, 0, r0.stdout + r0.stderr);
+      const served = d.server.stats.channelRequests - before.channelRequests;
+      const atOnce = d.server.stats.servedAtOnce - before.servedAtOnce;
+      if (native?.ready) assert.ok(atOnce > served / 2, `${atOnce} of ${served} channel requests answered at once`);
+      else assert.equal(atOnce, 0);
+      await scenario('fault-rw');
+      for (const name of ['fault-rw', 'load']) {
+        const r = await runClient(d2, exe, [name]);
+        assert.equal(r.status, 0, `scenario ${name} failed:\n${r.stdout}${r.stderr}`);
+        if (name === 'fault-rw') assert.match(r.stdout, /ok close\(\) then DESTROY: the release always comes first/);
+      }
+      assert.ok(d2.server.stats.channelRequests > 1000);
+      assert.equal(d2.server.stats.servedAtOnce, 0, 'serveAtOnce: false waits for the next round');
+      await waitFor(() => d2.server.stats.open === 0 && d.server.stats.open === 0, 'every file to be released');
+      assert.deepEqual([...d.server.internalErrors, ...d2.server.internalErrors], []);
     } finally {
       await d2.close();
     }

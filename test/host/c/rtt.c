@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 #include "uapi.h"
@@ -50,5 +51,29 @@ int main(int argc, char **argv) {
 		t[i] = now() - a;
 	}
 	report("passthrough(FIONREAD /dev/null)", t, n);
+
+	/*
+	 * IOMMU_TEST_OP_ACCESS_RW of 16 bytes, alternately read and write, through an access on an
+	 * IOAS mapping a shared buffer: the selftest's check_access_rw loop (its commonest call).
+	 */
+	struct iommu_ioas_alloc al = { .size = sizeof(al) };
+	if (ioctl(fd, IOMMU_IOAS_ALLOC, &al)) { perror("IOMMU_IOAS_ALLOC"); return 1; }
+	struct iommu_test_cmd ca = { .size = sizeof(ca), .op = IOMMU_TEST_OP_CREATE_ACCESS, .id = al.out_ioas_id };
+	if (ioctl(fd, IOMMU_TEST_CMD, &ca)) { perror("CREATE_ACCESS"); return 1; }
+	void *buf = mmap(NULL, 2 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct iommu_ioas_map m = { .size = sizeof(m), .flags = IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+				    .ioas_id = al.out_ioas_id, .user_va = (uintptr_t)buf, .length = 2 * 4096 };
+	if (buf == MAP_FAILED || ioctl(fd, IOMMU_IOAS_MAP, &m)) { perror("IOMMU_IOAS_MAP"); return 1; }
+	unsigned char tmp[64];
+	for (int i = 0; i < n; i++) {
+		struct iommu_test_cmd rw = { .size = sizeof(rw), .op = IOMMU_TEST_OP_ACCESS_RW, .id = ca.create_access.out_access_fd,
+					     .access_rw = { .iova = m.iova + 4096 - 8, .length = 16, .uptr = (uintptr_t)tmp,
+							    .flags = (i & 1) ? MOCK_ACCESS_RW_WRITE : 0 } };
+		int64_t a = now();
+		int r = ioctl(fd, IOMMU_TEST_CMD, &rw);
+		t[i] = now() - a;
+		if (r) { perror("ACCESS_RW"); return 1; }
+	}
+	report("IOMMU_TEST_CMD(ACCESS_RW 16 bytes)", t, n);
 	return 0;
 }
