@@ -34,6 +34,7 @@ export const selftestKnobs = { memoryLimit: 65536 };
 
 const MOCK_IO_PAGE = 2048n;
 const PAGE = 4096n;
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
 /** A mock device created by MOCK_DOMAIN (struct selftest_obj): DESTROY on it tears the device down. */
 export class SelftestObj extends IommufdObject {
@@ -194,13 +195,25 @@ export function testDirty(ctx: IommufdCtx, ucmd: Ucmd<IommuTestCmdDirty>): numbe
   const mock = mockPaging(ctx, cmd.id);
   if (!mock.dirtyTracking) fail('EINVAL', `dirty tracking is not enabled on ${mock.describe()}`);
   const bitmap = ucmd.user.copyFromUser(uptr, Number((max + 7n) / 8n));
-  let count = 0n;
-  for (let i = 0n; i < max; i++) {
-    if (!(bitmap[Number(i / 8n)]! & (1 << Number(i % 8n)))) continue;
-    // The index uses page_size, as the kernel's does: only 2 KiB pages address the table right.
-    if (mock.markDirtyIndex((iova + i * pageSize) / pageSize)) count++;
+  // The index uses page_size, as the kernel's does: only 2 KiB pages address the table right.
+  // iova is a multiple of page_size, so bit i's index is first + i. An index beyond
+  // MAX_SAFE_INTEGER marks nothing (markDirtyIndex), so one that large becomes Infinity here.
+  const first = iova / pageSize;
+  const firstNum = first <= MAX_SAFE ? Number(first) : Infinity;
+  const nbits = Number(max);
+  let count = 0;
+  for (let byte = 0; byte < bitmap.length; byte++) {
+    const bits = bitmap[byte]!;
+    if (!bits) continue;
+    for (let b = 0; b < 8; b++) {
+      const i = byte * 8 + b;
+      if (i >= nbits) break;
+      if (!(bits & (1 << b))) continue;
+      const index = firstNum + i;
+      if (index <= Number.MAX_SAFE_INTEGER && mock.markDirtySlot(index)) count++;
+    }
   }
-  cmd.outNrDirty = count;
+  cmd.outNrDirty = BigInt(count);
   ucmd.respond();
   return 0;
 }

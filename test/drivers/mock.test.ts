@@ -546,6 +546,29 @@ describe('dirty tracking (§2.17, §4.13)', () => {
     ops.readAndClearDirty(iova, 2n * MiB, 0, second);
     assert.deepEqual(second.ranges, [[iova + MiB, MiB]]);
   });
+
+  test('the walk keeps an unaligned start offset, crosses 1 MiB chunk boundaries and wraps at 2^64', () => {
+    const { d, ops } = dirtyWorld();
+    ops.setDirtyTracking(true);
+    const top = (1n << 64n) - 2048n;
+    iommuMap(d, top, 0x100000n, 2048n, PROT);
+    iommuMap(d, 0n, 0x200000n, 2048n, PROT);
+    iommuMap(d, APERTURE + MiB - 2048n, 0x300000n, 4096n, PROT);
+    for (const iova of [top, 0n, APERTURE + MiB - 2048n, APERTURE + MiB]) assert.ok(d.markDirty(iova));
+    const wrap = new Sink();
+    ops.readAndClearDirty(top, 4096n, IOMMU_DIRTY_NO_CLEAR, wrap);
+    assert.deepEqual(wrap.ranges, [[top, 2048n], [0n, 2048n]]);
+    const cross = new Sink();
+    ops.readAndClearDirty(APERTURE + MiB - 4096n + 0x100n, 8192n, 0, cross);
+    assert.deepEqual(cross.ranges, [[APERTURE + MiB - 2048n + 0x100n, 2048n], [APERTURE + MiB + 0x100n, 2048n]]);
+    assert.equal(d.entryAt(APERTURE + MiB)!.flags & MOCK_PFN_DIRTY_IOVA, 0);
+    assert.equal(d.pfns.size, 4);
+    iommuUnmap(d, APERTURE + MiB - 2048n, 4096n);
+    iommuUnmap(d, top, 2048n);
+    iommuUnmap(d, 0n, 2048n);
+    assert.equal(d.pfns.size, 0);
+    assert.deepEqual([...d.pfns], []);
+  });
 });
 
 describe('nested invalidation (§2.15)', () => {

@@ -20,6 +20,9 @@ import {
   MOCK_PFN_LAST_IOVA,
   MOCK_PFN_START_IOVA,
 } from './constants.js';
+import { CHUNK_SLOTS, MockPageTable, PTE_PRESENT, chunkKey } from './page-table.js';
+
+export type { MockPte } from './page-table.js';
 
 /** What a mock domain needs from its driver: a place for WARN_ONs and the fault-injection point. */
 export interface MockDomainHost {
@@ -30,19 +33,18 @@ export interface MockDomainHost {
   shouldFailMap(): boolean;
 }
 
-/** One entry of the mock page table: a 2048-byte I/O page. */
-export interface MockPte {
-  /** Physical address / 2048. */
-  pfn: number;
-  /** MOCK_PFN_* bits. */
-  flags: number;
-}
+/** Slots in the u64 IOVA space (2^64 / 2048): walks wrap at this index as IOVAs wrap at 2^64. */
+const SLOTS = 2 ** 53;
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
-const IO_PAGE = Number(MOCK_IO_PAGE_SIZE);
-
-/** The page-table index of an IOVA (iova / 2048). */
+/** The page-table index of an IOVA (iova / 2048; exact as a number, being below 2^53). */
 function slot(iova: bigint): number {
   return Number(iova / MOCK_IO_PAGE_SIZE);
+}
+
+/** IOVA of a slot index, for messages. */
+function slotIova(index: number): bigint {
+  return BigInt(index) * MOCK_IO_PAGE_SIZE;
 }
 
 /**
@@ -67,7 +69,7 @@ export class MockPagingDomain implements IommuDomain, DomainOps {
   /** MOCK_DIRTY_TRACK when tracking is on. */
   mockFlags = 0;
   /** The page table (the kernel's `pfns` xarray). */
-  readonly pfns = new Map<number, MockPte>();
+  readonly pfns = new MockPageTable();
   freed = false;
 
   constructor(
@@ -110,13 +112,22 @@ export class MockPagingDomain implements IommuDomain, DomainOps {
     const huge = pgsize !== MOCK_IO_PAGE_SIZE ? MOCK_PFN_HUGE_IOVA : 0;
     let index = slot(iova);
     let pfn = Number(paddr / MOCK_IO_PAGE_SIZE);
-    for (let n = 0; n < total; n++, index++, pfn++) {
-      let flags = n === 0 ? MOCK_PFN_START_IOVA : 0;
-      if (n === total - 1) flags = MOCK_PFN_LAST_IOVA;
-      flags |= huge;
-      if (this.pfns.has(index))
-        this.host.warn(`map over the existing entry at ${hex(BigInt(index) * MOCK_IO_PAGE_SIZE)} in ${this.describe()}`);
-      this.pfns.set(index, { pfn, flags });
+    for (let n = 0; n < total; ) {
+      const key = chunkKey(index);
+      const c = this.pfns.chunk(key, true);
+      let i = index - key * CHUNK_SLOTS;
+      const stop = Math.min(total, n + CHUNK_SLOTS - i);
+      for (; n < stop; n++, i++, index++, pfn++) {
+        const flags = (n === 0 ? MOCK_PFN_START_IOVA : 0) | (n === total - 1 ? MOCK_PFN_LAST_IOVA : 0) | huge;
+        if (c.flags[i]! & PTE_PRESENT) {
+          this.host.warn(`map over the existing entry at ${hex(slotIova(index))} in ${this.describe()}`);
+        } else {
+          c.used++;
+          this.pfns.size++;
+        }
+        c.pfn[i] = pfn;
+        c.flags[i] = flags | PTE_PRESENT;
+      }
     }
     mapped.bytes += BigInt(total) * MOCK_IO_PAGE_SIZE;
   }
@@ -129,14 +140,29 @@ export class MockPagingDomain implements IommuDomain, DomainOps {
     // may switch page sizes in the middle of a mapping, so the check is off.
     const checkEnds = (this.pgsizeBitmap & MOCK_HUGE_PAGE_SIZE) === 0n;
     let index = slot(iova);
-    for (let n = 0; n < total; n++, index++) {
-      const ent = this.pfns.get(index);
-      this.pfns.delete(index);
-      if (!checkEnds || !ent) continue;
-      if (n === 0 && !(ent.flags & MOCK_PFN_START_IOVA))
-        this.host.warn(`unmap starts at ${hex(BigInt(index) * MOCK_IO_PAGE_SIZE)}, which is not the start of a map in ${this.describe()}`);
-      if (n === total - 1 && !(ent.flags & MOCK_PFN_LAST_IOVA))
-        this.host.warn(`unmap ends at ${hex(BigInt(index) * MOCK_IO_PAGE_SIZE)}, which is not the end of a map in ${this.describe()}`);
+    for (let n = 0; n < total; ) {
+      const key = chunkKey(index);
+      const i0 = index - key * CHUNK_SLOTS;
+      const span = Math.min(total - n, CHUNK_SLOTS - i0);
+      const c = this.pfns.chunk(key);
+      // An absent chunk is a run of empty slots: nothing to clear and nothing to check.
+      if (c) {
+        let removed = 0;
+        for (let k = 0; k < span; k++) {
+          const flags = c.flags[i0 + k]!;
+          if (!(flags & PTE_PRESENT)) continue;
+          c.flags[i0 + k] = 0;
+          removed++;
+          if (!checkEnds) continue;
+          if (n + k === 0 && !(flags & MOCK_PFN_START_IOVA))
+            this.host.warn(`unmap starts at ${hex(slotIova(index + k))}, which is not the start of a map in ${this.describe()}`);
+          if (n + k === total - 1 && !(flags & MOCK_PFN_LAST_IOVA))
+            this.host.warn(`unmap ends at ${hex(slotIova(index + k))}, which is not the end of a map in ${this.describe()}`);
+        }
+        if (removed) this.pfns.adjust(key, c, -removed);
+      }
+      n += span;
+      index += span;
     }
     return pgsize * pgcount;
   }
@@ -162,16 +188,25 @@ export class MockPagingDomain implements IommuDomain, DomainOps {
     this.mockFlags = enable ? this.mockFlags | MOCK_DIRTY_TRACK : this.mockFlags & ~MOCK_DIRTY_TRACK;
   }
 
-  /** Whether any entry of [head, head + pgsize) is dirty; clears their DIRTY bits unless NO_CLEAR. */
-  private testAndClearDirty(head: bigint, pgsize: bigint, flags: number): boolean {
-    const first = slot(head);
-    const count = Number(pgsize) / IO_PAGE;
+  /** Whether any entry of slots [head, head + count) is dirty; clears their DIRTY bits unless NO_CLEAR. */
+  private testAndClearDirty(head: number, count: number, flags: number): boolean {
+    const clear = !(flags & IOMMU_DIRTY_NO_CLEAR);
     let dirty = false;
-    for (let i = first; i < first + count; i++) {
-      const ent = this.pfns.get(i);
-      if (!ent || !(ent.flags & MOCK_PFN_DIRTY_IOVA)) continue;
-      dirty = true;
-      if (!(flags & IOMMU_DIRTY_NO_CLEAR)) ent.flags &= ~MOCK_PFN_DIRTY_IOVA;
+    for (let index = head, left = count; left > 0; ) {
+      const key = chunkKey(index);
+      const i0 = index - key * CHUNK_SLOTS;
+      const span = Math.min(left, CHUNK_SLOTS - i0);
+      const c = this.pfns.chunk(key);
+      if (c) {
+        const f = c.flags;
+        for (let i = i0; i < i0 + span; i++) {
+          if (!(f[i]! & MOCK_PFN_DIRTY_IOVA)) continue;
+          dirty = true;
+          if (clear) f[i]! &= ~MOCK_PFN_DIRTY_IOVA;
+        }
+      }
+      index += span;
+      left -= span;
     }
     return dirty;
   }
@@ -181,24 +216,46 @@ export class MockPagingDomain implements IommuDomain, DomainOps {
    * a 1 MiB page if it is HUGE, else for 2048 bytes; if any entry of that page (aligned down) is
    * dirty, report [iova, iova + page) — from the walk's position, not the page's start — and
    * step a whole page.
+   *
+   * The walk runs on slot numbers: the position is slot * 2048 + off, where off (iova's offset in
+   * its 2048-byte page) never changes as every step is a multiple of 2048; slots wrap at 2^53 as
+   * the u64 IOVA wraps at 2^64.
    */
   private readAndClearDirty(iova: bigint, size: bigint, flags: number, sink: DirtySink | null): void {
     if (!this.dirtyTracking && sink)
       fail('EINVAL', `dirty tracking is off in ${this.describe()}, so there is nothing to read`);
     const end = (iova + size) & U64_MAX;
-    let cur = iova;
+    const endSlot = slot(end);
+    const endOff = Number(end % MOCK_IO_PAGE_SIZE);
+    const offBig = iova % MOCK_IO_PAGE_SIZE;
+    const off = Number(offBig);
+    const clear = !(flags & IOMMU_DIRTY_NO_CLEAR);
+    let s = slot(iova);
+    let key = -1;
+    let c: ReturnType<MockPageTable['chunk']>;
     do {
-      let pgsize = MOCK_IO_PAGE_SIZE;
-      const ent = this.pfns.get(slot(cur));
-      if (!ent) {
-        cur = (cur + pgsize) & U64_MAX;
-        continue;
+      const k = chunkKey(s);
+      if (k !== key) {
+        key = k;
+        c = this.pfns.chunk(k);
       }
-      if (ent.flags & MOCK_PFN_HUGE_IOVA) pgsize = MOCK_HUGE_PAGE_SIZE;
-      const head = cur & ~(pgsize - 1n);
-      if (this.testAndClearDirty(head, pgsize, flags)) sink?.record(cur, pgsize);
-      cur = (cur + pgsize) & U64_MAX;
-    } while (cur < end);
+      const i = s - k * CHUNK_SLOTS;
+      const ent = c ? c.flags[i]! : 0;
+      let step = 1;
+      if (ent & PTE_PRESENT) {
+        let dirty: boolean;
+        if (ent & MOCK_PFN_HUGE_IOVA) {
+          step = CHUNK_SLOTS;
+          dirty = this.testAndClearDirty(s - (s % CHUNK_SLOTS), CHUNK_SLOTS, flags);
+        } else {
+          dirty = (ent & MOCK_PFN_DIRTY_IOVA) !== 0;
+          if (dirty && clear) c!.flags[i] = ent & ~MOCK_PFN_DIRTY_IOVA;
+        }
+        if (dirty) sink?.record(slotIova(s) + offBig, step === 1 ? MOCK_IO_PAGE_SIZE : MOCK_HUGE_PAGE_SIZE);
+      }
+      // s + step, modulo 2^53, without leaving the exact range of a double.
+      s = s >= SLOTS - step ? s - (SLOTS - step) : s + step;
+    } while (s < endSlot || (s === endSlot && off < endOff));
   }
 
   // ---- selftest hooks ----------------------------------------------------------------------
@@ -220,10 +277,17 @@ export class MockPagingDomain implements IommuDomain, DomainOps {
    * as iova / page_size). Returns whether an entry was there to mark.
    */
   markDirtyIndex(index: bigint): boolean {
-    if (index < 0n || index > BigInt(Number.MAX_SAFE_INTEGER)) return false;
-    const ent = this.pfns.get(Number(index));
-    if (!ent) return false;
-    ent.flags |= MOCK_PFN_DIRTY_IOVA;
+    if (index < 0n || index > MAX_SAFE) return false;
+    return this.markDirtySlot(Number(index));
+  }
+
+  /** markDirtyIndex for an index already a number (0 <= index <= MAX_SAFE_INTEGER). */
+  markDirtySlot(index: number): boolean {
+    const key = chunkKey(index);
+    const c = this.pfns.chunk(key);
+    const i = index - key * CHUNK_SLOTS;
+    if (!c || !(c.flags[i]! & PTE_PRESENT)) return false;
+    c.flags[i]! |= MOCK_PFN_DIRTY_IOVA;
     return true;
   }
 
