@@ -51,10 +51,10 @@ export class IoptArea {
   mapInto(domain: IommuDomain, pageSized: boolean): void {
     let done = 0n;
     try {
-      for (const run of this.pages.physRuns(this.startByte, this.length, pageSized)) {
-        iommuMap(domain, this.iova + (run.offset - this.startByte), run.paddr, run.length, this.prot);
-        done += run.length;
-      }
+      this.pages.forEachPhysRun(this.startByte, this.length, pageSized, (offset, paddr, length) => {
+        iommuMap(domain, this.iova + (offset - this.startByte), paddr, length, this.prot);
+        done += length;
+      });
     } catch (e) {
       if (done) iommuUnmap(domain, this.iova, done);
       throw e;

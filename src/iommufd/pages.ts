@@ -12,17 +12,104 @@ import { AccountMode, chargePinned, unchargePinned, type AccountModeValue } from
  */
 export const PIN_BATCH_PAGES = 65536 / 8;
 
-interface PinnedPage {
-  frame: PageFrame;
-  /** Areas (with a storage domain) and access pin ranges that currently need this page. */
-  users: number;
+/** Pages per chunk of the pin table (2 MiB of user memory). */
+const PIN_CHUNK = 512;
+
+/**
+ * Pinned pages [key * PIN_CHUNK, key * PIN_CHUNK + frames.length) of a container: parallel
+ * arrays instead of an object per page keep pin, unpin and the PFN walk cheap for big ranges.
+ */
+interface PinChunk {
+  readonly frames: (PageFrame | undefined)[];
+  /** Areas (with a storage domain) and access pin ranges that currently need each page. */
+  readonly users: number[];
+  /** Pages pinned in this chunk; the chunk is dropped at 0. */
+  count: number;
 }
 
 /** A container's pin bookkeeping (the kernel's pinned_pfns xarray and pages->mutex). */
 class PinState {
-  readonly pinned = new Map<number, PinnedPage>();
+  private readonly chunks = new Map<number, PinChunk>();
   readonly mutex = new Lock('pages->mutex');
   npinned = 0;
+  /** Pages pinned now. */
+  size = 0;
+
+  /** `npages`: a small container gets one chunk just its size. */
+  constructor(private readonly npages: number) {}
+
+  frame(index: number): PageFrame | undefined {
+    const key = Math.floor(index / PIN_CHUNK);
+    return this.chunks.get(key)?.frames[index - key * PIN_CHUNK];
+  }
+
+  /** Record a newly pinned page, with no users yet. */
+  add(index: number, frame: PageFrame): void {
+    const key = Math.floor(index / PIN_CHUNK);
+    let c = this.chunks.get(key);
+    if (!c) {
+      const len = Math.min(PIN_CHUNK, this.npages);
+      c = { frames: new Array<PageFrame | undefined>(len).fill(undefined), users: new Array<number>(len).fill(0), count: 0 };
+      this.chunks.set(key, c);
+    }
+    const i = index - key * PIN_CHUNK;
+    // Past the container's end (never expected): grow the arrays rather than mis-count.
+    while (c.frames.length <= i) {
+      c.frames.push(undefined);
+      c.users.push(0);
+    }
+    c.frames[i] = frame;
+    c.users[i] = 0;
+    c.count++;
+    this.size++;
+  }
+
+  /** Forget a pinned page whatever its users (undoing a failed pin). */
+  remove(index: number): void {
+    const key = Math.floor(index / PIN_CHUNK);
+    const c = this.chunks.get(key)!;
+    const i = index - key * PIN_CHUNK;
+    c.frames[i] = undefined;
+    c.users[i] = 0;
+    this.size--;
+    if (--c.count === 0) this.chunks.delete(key);
+  }
+
+  /** One more user of every page of [first, last] (all pinned). */
+  addUser(first: number, last: number): void {
+    for (let idx = first; idx <= last; ) {
+      const key = Math.floor(idx / PIN_CHUNK);
+      const c = this.chunks.get(key)!;
+      const i0 = idx - key * PIN_CHUNK;
+      const n = Math.min(last - idx + 1, PIN_CHUNK - i0);
+      for (let i = i0; i < i0 + n; i++) c.users[i]!++;
+      idx += n;
+    }
+  }
+
+  /** One user fewer of every pinned page of [first, last]; returns the frames left without users, in index order. */
+  dropUser(first: number, last: number): PageFrame[] {
+    const gone: PageFrame[] = [];
+    for (let idx = first; idx <= last; ) {
+      const key = Math.floor(idx / PIN_CHUNK);
+      const i0 = idx - key * PIN_CHUNK;
+      const n = Math.min(last - idx + 1, PIN_CHUNK - i0);
+      idx += n;
+      const c = this.chunks.get(key);
+      if (!c) continue;
+      const { frames, users } = c;
+      for (let i = i0; i < i0 + n && i < frames.length; i++) {
+        const f = frames[i];
+        if (!f || --users[i]! !== 0) continue;
+        gone.push(f);
+        frames[i] = undefined;
+        c.count--;
+        this.size--;
+      }
+      if (c.count === 0) this.chunks.delete(key);
+    }
+    return gone;
+  }
 }
 
 /**
@@ -70,11 +157,11 @@ export class IoptPages {
   }
 
   get mutex(): Lock {
-    return (this.pinState ??= new PinState()).mutex;
+    return this.pins.mutex;
   }
 
-  private get pinned(): Map<number, PinnedPage> {
-    return (this.pinState ??= new PinState()).pinned;
+  private get pins(): PinState {
+    return (this.pinState ??= new PinState(this.npagesNum));
   }
 
   /** Pages pinned now, and pages charged at the last accounting update. */
@@ -82,16 +169,16 @@ export class IoptPages {
     return this.pinState?.npinned ?? 0;
   }
   private set npinned(n: number) {
-    (this.pinState ??= new PinState()).npinned = n;
+    this.pins.npinned = n;
   }
 
   get pinnedCount(): number {
-    return this.pinState?.pinned.size ?? 0;
+    return this.pinState?.size ?? 0;
   }
 
   /** The pinned frame of a page index, if pinned. */
   frameAt(index: number): PageFrame | undefined {
-    return this.pinned.get(index)?.frame;
+    return this.pinState?.frame(index);
   }
 
   /**
@@ -105,34 +192,38 @@ export class IoptPages {
   pinRange(first: number, last: number): void {
     this.mutex.lock();
     try {
+      const pins = this.pins;
+      // Pages pinned by this call, as [start, end) index pairs.
       const fresh: number[] = [];
+      let nfresh = 0;
       let i = first;
       try {
         while (i <= last) {
-          if (this.pinned.has(i)) {
+          if (pins.frame(i)) {
             i++;
             continue;
           }
           let j = i;
           const batchLast = Math.min(last, i + PIN_BATCH_PAGES - 1);
-          while (j + 1 <= batchLast && !this.pinned.has(j + 1)) j++;
+          while (j + 1 <= batchLast && !pins.frame(j + 1)) j++;
           const frames = this.source.mm.pinPages(this.uptr + BigInt(i) * PAGE_SIZE, j - i + 1, this.writable);
-          for (let k = 0; k < frames.length; k++) {
-            this.pinned.set(i + k, { frame: frames[k]!, users: 0 });
-            fresh.push(i + k);
-          }
+          for (let k = 0; k < frames.length; k++) pins.add(i + k, frames[k]!);
+          fresh.push(i, i + frames.length);
+          nfresh += frames.length;
           i = j + 1;
         }
-        if (fresh.length) chargePinned(this.source, this.accountMode, fresh.length);
+        if (nfresh) chargePinned(this.source, this.accountMode, nfresh);
       } catch (e) {
-        for (const idx of fresh) {
-          this.source.mm.unpinPages([this.pinned.get(idx)!.frame]);
-          this.pinned.delete(idx);
+        for (let r = 0; r < fresh.length; r += 2) {
+          for (let idx = fresh[r]!; idx < fresh[r + 1]!; idx++) {
+            this.source.mm.unpinPages([pins.frame(idx)!]);
+            pins.remove(idx);
+          }
         }
         throw e;
       }
-      this.npinned += fresh.length;
-      for (let k = first; k <= last; k++) this.pinned.get(k)!.users++;
+      this.npinned += nfresh;
+      pins.addUser(first, last);
     } finally {
       this.mutex.unlock();
     }
@@ -142,15 +233,7 @@ export class IoptPages {
   unpinRange(first: number, last: number): void {
     this.mutex.lock();
     try {
-      const gone: PageFrame[] = [];
-      for (let k = first; k <= last; k++) {
-        const p = this.pinned.get(k);
-        if (!p) continue;
-        if (--p.users === 0) {
-          gone.push(p.frame);
-          this.pinned.delete(k);
-        }
-      }
+      const gone = this.pins.dropUser(first, last);
       if (gone.length) {
         this.source.mm.unpinPages(gone);
         this.npinned -= gone.length;
@@ -164,38 +247,43 @@ export class IoptPages {
   /** Physical address of byte `offset` of the container; the page must be pinned. */
   physOf(offset: bigint): bigint {
     const idx = Number(offset / PAGE_SIZE);
-    const frame = this.pinned.get(idx)?.frame;
+    const frame = this.pinState?.frame(idx);
     if (!frame) throw new Error(`page ${idx} of the container at ${hex(this.uptr)} is not pinned`);
     return BigInt(frame.pfn) * PAGE_SIZE + (offset % PAGE_SIZE);
   }
 
   /**
    * Split [startByte, startByte + length) into runs that are physically contiguous, as the
-   * kernel's PFN batches are: each run is mapped into a domain with one iommu_map call.
+   * kernel's PFN batches are, and hand each to `fn`: each run is mapped into a domain with one
+   * iommu_map call. Pages are walked by (exact) number index; only the run bounds are bigints.
    */
-  *physRuns(startByte: bigint, length: bigint, pageSized: boolean): Generator<{ offset: bigint; paddr: bigint; length: bigint }> {
+  forEachPhysRun(startByte: bigint, length: bigint, pageSized: boolean, fn: (offset: bigint, paddr: bigint, length: bigint) => void): void {
+    const pins = this.pins;
     const end = startByte + length;
+    if (startByte >= end) return;
+    // A run grows while its next page starts before `end`, i.e. up to this page index.
+    const lastIdx = Number((end - 1n) / PAGE_SIZE);
     let off = startByte;
+    let idx = Number(startByte / PAGE_SIZE);
     while (off < end) {
-      const idx = Number(off / PAGE_SIZE);
-      const frame = this.pinned.get(idx)?.frame;
+      const frame = pins.frame(idx);
       if (!frame) throw new Error(`page ${idx} of the container at ${hex(this.uptr)} is not pinned`);
-      const paddr = BigInt(frame.pfn) * PAGE_SIZE + (off % PAGE_SIZE);
-      let runEnd = BigInt(idx + 1) * PAGE_SIZE;
+      const paddr = BigInt(frame.pfn) * PAGE_SIZE + (off & PAGE_MASK);
+      let next = idx + 1;
       if (!pageSized) {
         let pfn = frame.pfn;
-        let k = idx + 1;
-        while (runEnd < end) {
-          const next = this.pinned.get(k)?.frame;
-          if (!next || next.pfn !== pfn + 1) break;
-          pfn = next.pfn;
-          k++;
-          runEnd += PAGE_SIZE;
+        while (next <= lastIdx) {
+          const f = pins.frame(next);
+          if (!f || f.pfn !== pfn + 1) break;
+          pfn = f.pfn;
+          next++;
         }
       }
+      let runEnd = BigInt(next) * PAGE_SIZE;
       if (runEnd > end) runEnd = end;
-      yield { offset: off, paddr, length: runEnd - off };
+      fn(off, paddr, runEnd - off);
       off = runEnd;
+      idx = next;
     }
   }
 
