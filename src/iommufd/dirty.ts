@@ -36,6 +36,9 @@ function checkRange(iopt: IoPagetable, c: IommuHwptGetDirtyBitmap): void {
     fail('EINVAL', `[${hex(c.iova)}, ${hex(last)}] is not aligned to page_size ${hex(c.pageSize)}`);
 }
 
+/** Below this, IOVAs and lengths (and sums of two of them) are exact as numbers. */
+const SAFE_LIMIT = 1n << 52n;
+
 /**
  * Sets bits of the user bitmap. Like the kernel, which writes through pinned pages of the bitmap,
  * it only ever sets bits, and bits in a page of the bitmap it cannot reach are lost. Bits are
@@ -44,6 +47,9 @@ function checkRange(iopt: IoPagetable, c: IommuHwptGetDirtyBitmap): void {
  */
 class UserBitmap implements DirtySink {
   private readonly shift: bigint;
+  /** base and 1 << shift as numbers for record's fast path; baseNum -1 when they are too big. */
+  private readonly baseNum: number;
+  private readonly pageSizeNum: number;
   /** One past the last bit that lies in a page the bitmap touches. */
   private readonly bitLimit: number;
   /** OR masks per page of the bitmap, indexed from the page holding `data`. */
@@ -60,6 +66,9 @@ class UserBitmap implements DirtySink {
     pageSize: bigint,
   ) {
     this.shift = BigInt((pageSize & -pageSize).toString(2).length - 1);
+    const unit = 1n << this.shift;
+    this.baseNum = base < SAFE_LIMIT && unit < SAFE_LIMIT ? Number(base) : -1;
+    this.pageSizeNum = Number(unit);
     const nbits = (length + pageSize - 1n) >> this.shift;
     const endByte = data + ((nbits + 63n) / 64n) * 8n;
     const pageEnd = (endByte + 4095n) & ~4095n;
@@ -69,8 +78,17 @@ class UserBitmap implements DirtySink {
   }
 
   record(iova: bigint, length: bigint): void {
-    let first = Number((iova - this.base) >> this.shift);
-    let last = Number((iova + length - 1n - this.base) >> this.shift);
+    let first: number;
+    let last: number;
+    if (this.baseNum >= 0 && iova < SAFE_LIMIT && length < SAFE_LIMIT) {
+      // All below 2^52: exact as numbers, and dividing by a power of two floors like >>.
+      const from = Number(iova) - this.baseNum;
+      first = Math.floor(from / this.pageSizeNum);
+      last = Math.floor((from + Number(length) - 1) / this.pageSizeNum);
+    } else {
+      first = Number((iova - this.base) >> this.shift);
+      last = Number((iova + length - 1n - this.base) >> this.shift);
+    }
     if (first < 0) first = 0;
     if (last >= this.bitLimit) last = this.bitLimit - 1;
     for (let bit = first; bit <= last; ) {
