@@ -22,9 +22,9 @@
  * calls, answered by DONE once the RESULT is in the channel.
  */
 import * as fs from 'node:fs';
-import { createRequire } from 'node:module';
-import { PROTO_VERSION, ProtocolError } from './protocol.js';
+import { decodeIoctlAt, FrameType, PROTO_VERSION, ProtocolError, resultSize, writeResult, type IoctlRequest, type ResultFrame } from './protocol.js';
 import type { HostTask } from './host-task.js';
+import { nativeHelper } from './native.js';
 
 export const CHAN_MAGIC = 0x4e414843;
 export const CHAN_SIZE = 16384;
@@ -41,12 +41,20 @@ export const CHAN_REQ_MAX = CHAN_RESP_OFF - REQ_OFF - REQ_HDR;
 /** Largest RESULT frame the response area holds. */
 export const CHAN_RESP_MAX = CHAN_SIZE - CHAN_RESP_OFF;
 
-export interface ChannelRequest {
-  seq: number;
+/** The header of a request in the channel; its payload is in the channel's copy, after the header. */
+interface ChannelRequest {
   ino: bigint;
   type: number;
   fd: number;
-  payload: Buffer;
+  len: number;
+}
+
+/** A request in the channel: the file (socket inode) and fd it names; decode() reads it as an IOCTL. */
+export interface ChannelIoctl {
+  ino: bigint;
+  fd: number;
+  /** The IOCTL request (views into the channel's copy, valid until the next request is read); ProtocolError when malformed. */
+  decode(): IoctlRequest;
 }
 
 /** The shared memory as the daemon reaches it. */
@@ -56,6 +64,9 @@ interface ChannelMemory {
   /** Copy `len` bytes at `off` into `into` (from 0); false if they could not be read. */
   read(off: number, into: Buffer, len: number): boolean;
   write(off: number, data: Buffer): void;
+  /** The mapped bytes and a view of them, when the memory is mapped (stores go there directly). */
+  readonly mappedBytes?: Buffer;
+  readonly mappedView?: DataView;
   close(): void;
 }
 
@@ -86,9 +97,13 @@ class FdMemory implements ChannelMemory {
 class MappedMemory implements ChannelMemory {
   private readonly words: Int32Array;
   private readonly bytes: Buffer;
+  readonly mappedBytes: Buffer;
+  readonly mappedView: DataView;
   constructor(ab: ArrayBuffer) {
     this.words = new Int32Array(ab);
     this.bytes = Buffer.from(ab);
+    this.mappedBytes = this.bytes;
+    this.mappedView = new DataView(ab);
   }
   u32(off: number): number {
     return Atomics.load(this.words, off >> 2) >>> 0;
@@ -108,26 +123,6 @@ class MappedMemory implements ChannelMemory {
   close(): void {
     /* unmapped when the ArrayBuffer is collected */
   }
-}
-
-type NativeHelper = {
-  map(fd: number, length: number): ArrayBuffer;
-  /** How many of `fds` have input, a hangup or an error pending (poll, zero timeout); -1 on error. Older builds lack it. */
-  ready?(fds: Int32Array): number;
-};
-let native: NativeHelper | null | undefined;
-
-/** The native helper, or null when it was not built or is disabled (IOMMUFD_TS_NATIVE=0). */
-export function nativeHelper(): NativeHelper | null {
-  if (native !== undefined) return native;
-  native = null;
-  if (process.env.IOMMUFD_TS_NATIVE === '0') return native;
-  try {
-    native = createRequire(import.meta.url)('../../shim/iommufd-ts-host.node') as NativeHelper;
-  } catch {
-    native = null;
-  }
-  return native;
 }
 
 /** The memfd mapped by the native helper, or null (no helper, or it could not map). */
@@ -152,6 +147,7 @@ export class Channel {
   polled = false;
   closed = false;
   private readonly reqBuf = Buffer.alloc(REQ_HDR + CHAN_REQ_MAX);
+  private readonly reqView = new DataView(this.reqBuf.buffer, this.reqBuf.byteOffset, this.reqBuf.length);
 
   constructor(
     readonly task: HostTask,
@@ -206,25 +202,58 @@ export class Channel {
   }
 
   /**
-   * A request numbered `seq` is in the request area: read it (ProtocolError when malformed), or
+   * A request numbered `seq` is in the request area: copy it (ProtocolError when malformed), or
    * null when the client has moved on from it (req_seq changed before or while it was copied).
    */
-  readRequest(seq: number): ChannelRequest | null {
+  private readRequest(seq: number): ChannelRequest | null {
     if (this.requestSeq() !== seq) return null;
     // A copy: the client's memory could change under us; this buffer is reused per request.
-    const first = this.mapped ? REQ_HDR : REQ_HDR + 256;
-    if (!this.mem.read(REQ_OFF, this.reqBuf, first)) throw new ProtocolError('short channel request');
-    const len = this.reqBuf.readUInt32LE(12);
-    if (len > CHAN_REQ_MAX) throw new ProtocolError(`channel request of ${len} bytes exceeds ${CHAN_REQ_MAX}`);
-    const ino = this.reqBuf.readBigUInt64LE(0);
-    const type = this.reqBuf.readUInt32LE(8);
-    const fd = this.reqBuf.readInt32LE(16);
-    if (REQ_HDR + len > first) {
-      const rest = this.reqBuf.subarray(first);
-      if (!this.mem.read(REQ_OFF + first, rest, REQ_HDR + len - first)) throw new ProtocolError('short channel request payload');
+    const live = this.mem.mappedView;
+    let len: number;
+    if (live) {
+      len = live.getUint32(REQ_OFF + 12, true);
+      if (len > CHAN_REQ_MAX) throw new ProtocolError(`channel request of ${len} bytes exceeds ${CHAN_REQ_MAX}`);
+      if (!this.mem.read(REQ_OFF, this.reqBuf, REQ_HDR + len)) throw new ProtocolError('short channel request');
+    } else {
+      const first = REQ_HDR + 256;
+      if (!this.mem.read(REQ_OFF, this.reqBuf, first)) throw new ProtocolError('short channel request');
+      len = this.reqView.getUint32(12, true);
+      if (len > CHAN_REQ_MAX) throw new ProtocolError(`channel request of ${len} bytes exceeds ${CHAN_REQ_MAX}`);
+      if (REQ_HDR + len > first && !this.mem.read(REQ_OFF + first, this.reqBuf.subarray(first), REQ_HDR + len - first))
+        throw new ProtocolError('short channel request payload');
     }
     if (this.requestSeq() !== seq) return null;
-    return { seq, ino, type, fd, payload: this.reqBuf.subarray(REQ_HDR, REQ_HDR + len) };
+    const v = this.reqView;
+    if (v.getUint32(12, true) !== len) throw new ProtocolError('the channel request changed while it was read');
+    return { ino: v.getBigUint64(0, true), type: v.getUint32(8, true), fd: v.getInt32(16, true), len };
+  }
+
+  /**
+   * Request `seq` as an IOCTL (ProtocolError when it is malformed or of another type), or null when
+   * the client has moved on from it. The result's views stay valid until the next request is read.
+   */
+  readIoctl(seq: number): ChannelIoctl | null {
+    const r = this.readRequest(seq);
+    if (!r) return null;
+    if (r.type !== FrameType.IOCTL) throw new ProtocolError(`channel request of type ${r.type}; only IOCTL travels there`);
+    return { ino: r.ino, fd: r.fd, decode: () => decodeIoctlAt(this.reqBuf, this.reqView, REQ_HDR, r.len) };
+  }
+
+  /** Store the RESULT `r` for request `seq` (straight into the mapping when there is one). */
+  answerResult(seq: number, r: ResultFrame, busy: number): void {
+    const size = resultSize(r);
+    if (size > CHAN_RESP_MAX) throw new ProtocolError(`answer of ${size} bytes exceeds ${CHAN_RESP_MAX}`);
+    const bytes = this.mem.mappedBytes;
+    const view = this.mem.mappedView;
+    if (bytes && view) writeResult(bytes, view, CHAN_RESP_OFF, r);
+    else {
+      const b = Buffer.allocUnsafe(size);
+      writeResult(b, new DataView(b.buffer, b.byteOffset, size), 0, r);
+      this.mem.write(CHAN_RESP_OFF, b);
+    }
+    this.mem.setU32(BUSY, busy);
+    this.mem.setU32(RESP_SEQ, seq);
+    this.answered = seq;
   }
 
   /** Store the answer to request `seq` (the frame first, then the number that publishes it). */

@@ -21,6 +21,7 @@
 import * as fs from 'node:fs';
 import { fail, hex, IommuError } from '../lib/error.js';
 import type { AddressSpace, PageFrame } from '../mm/types.js';
+import { preadFd, pwriteFd } from './native.js';
 
 export const PAGE_SIZE = 4096;
 const PAGE = 4096n;
@@ -364,16 +365,13 @@ export class HostMemory {
     if (f.shared) {
       const b = this.backings.get(`${f.shared.dev}:${f.shared.inode}`);
       if (b && b.fd >= 0 && (!data || b.writable)) {
-        try {
-          const pos = f.shared.fileOff + BigInt(offset);
-          if (data) {
-            if (fs.writeSync(b.fd, data, 0, length, Number(pos)) === length) return data;
-          } else {
-            const out = new Uint8Array(length);
-            if (fs.readSync(b.fd, out, 0, length, Number(pos)) === length) return out;
-          }
-        } catch {
-          /* e.g. hugetlbfs has no write(): fall back to a mapping */
+        // A short or failed transfer (hugetlbfs has no write()) falls back to a mapping.
+        const pos = Number(f.shared.fileOff) + offset;
+        if (data) {
+          if (pwriteFd(b.fd, length === data.length ? data : data.subarray(0, length), pos) === length) return data;
+        } else {
+          const out = new Uint8Array(length);
+          if (preadFd(b.fd, out, pos) === length) return out;
         }
       }
       for (const mm of [this.current, f.mm]) {
@@ -592,27 +590,16 @@ export class HostMm implements AddressSpace {
   /** Bytes through /proc/<pid>/mem, no protection checks; undefined if the kernel refuses. */
   rawIo(addr: bigint, length: number, data: Uint8Array | undefined): Uint8Array | undefined {
     if (this.dead || this.memFd < 0 || addr < 0n || addr + BigInt(length) > TASK_SIZE) return undefined;
-    try {
-      if (data) {
-        let done = 0;
-        while (done < length) {
-          const n = fs.writeSync(this.memFd, data, done, length - done, Number(addr) + done);
-          if (n <= 0) return undefined;
-          done += n;
-        }
-        return data;
-      }
-      const out = new Uint8Array(length);
-      let done = 0;
-      while (done < length) {
-        const n = fs.readSync(this.memFd, out, done, length - done, Number(addr) + done);
-        if (n <= 0) return undefined;
-        done += n;
-      }
-      return out;
-    } catch {
-      return undefined;
+    const at = Number(addr);
+    const buf = data ? (length === data.length ? data : data.subarray(0, length)) : new Uint8Array(length);
+    let done = 0;
+    while (done < length) {
+      const part = done === 0 ? buf : buf.subarray(done);
+      const n = data ? pwriteFd(this.memFd, part, at + done) : preadFd(this.memFd, part, at + done);
+      if (n <= 0) return undefined;
+      done += n;
     }
+    return data ?? buf;
   }
 
   copyFromUser(addr: bigint, length: number): Uint8Array {
@@ -706,9 +693,10 @@ export class InlineUser {
     if (length === 0) return new Uint8Array(0);
     const n = this.bytes.length;
     const off = addr - this.base;
-    if (off >= 0n && off + BigInt(length) <= BigInt(n)) {
+    // The common case, the struct itself: number arithmetic once the offset is known to be small.
+    if (off >= 0n && off <= BigInt(n)) {
       const o = Number(off);
-      return this.bytes.slice(o, o + length);
+      if (o + length <= n) return this.bytes.slice(o, o + length);
     }
     const end = off + BigInt(length);
     if (end <= 0n || off >= BigInt(n)) return this.mm.copyFromUser(addr, length);
@@ -734,6 +722,15 @@ export class InlineUser {
     if (data.length === 0) return;
     const n = this.bytes.length;
     const off = addr - this.base;
+    if (off >= 0n && off <= BigInt(n)) {
+      const o = Number(off);
+      if (o + data.length <= this.writableLen) {
+        this.bytes.set(data, o);
+        if (o < this.dirtyLo) this.dirtyLo = o;
+        if (o + data.length > this.dirtyHi) this.dirtyHi = o + data.length;
+        return;
+      }
+    }
     const end = off + BigInt(data.length);
     if (end <= 0n || off >= BigInt(n)) {
       this.mm.copyToUser(addr, data);

@@ -179,19 +179,33 @@ export function decodeHello(p: Buffer): Hello {
 }
 
 export function decodeIoctl(p: Buffer): IoctlRequest {
-  if (p.length < IOCTL_FIXED_SIZE) throw new ProtocolError(`IOCTL of ${p.length} bytes`);
-  const inlineLen = p.readUInt32LE(AUTH_SIZE + 28);
-  const writableLen = p.readUInt32LE(AUTH_SIZE + 32);
-  if (inlineLen > INLINE_MAX || writableLen > inlineLen || p.length !== IOCTL_FIXED_SIZE + inlineLen)
-    throw new ProtocolError(`IOCTL with inline length ${inlineLen}, writable ${writableLen}, frame ${p.length}`);
+  return decodeIoctlAt(p, new DataView(p.buffer, p.byteOffset, p.length), 0, p.length);
+}
+
+/**
+ * An IOCTL payload of `len` bytes at `off` in `buf` (`view` spans the same bytes as `buf`): the
+ * fast channel parses its request area in place. `inline` and `auth.secret` are views into `buf`.
+ */
+export function decodeIoctlAt(buf: Buffer, view: DataView, off: number, len: number): IoctlRequest {
+  if (len < IOCTL_FIXED_SIZE) throw new ProtocolError(`IOCTL of ${len} bytes`);
+  const f = off + AUTH_SIZE;
+  const inlineLen = view.getUint32(f + 28, true);
+  const writableLen = view.getUint32(f + 32, true);
+  if (inlineLen > INLINE_MAX || writableLen > inlineLen || len !== IOCTL_FIXED_SIZE + inlineLen)
+    throw new ProtocolError(`IOCTL with inline length ${inlineLen}, writable ${writableLen}, frame ${len}`);
   return {
-    auth: readAuth(p),
-    cmd: p.readUInt32LE(AUTH_SIZE),
-    idIno: p.readUInt32LE(AUTH_SIZE + 4),
-    arg: p.readBigUInt64LE(AUTH_SIZE + 8),
-    spareToken: p.readBigUInt64LE(AUTH_SIZE + 16),
-    spareFd: p.readInt32LE(AUTH_SIZE + 24),
-    inline: p.subarray(IOCTL_FIXED_SIZE),
+    auth: {
+      pid: view.getUint32(off, true),
+      gen: view.getUint32(off + 4, true),
+      secretAddr: view.getBigUint64(off + 8, true),
+      secret: buf.subarray(off + 16, off + 32),
+    },
+    cmd: view.getUint32(f, true),
+    idIno: view.getUint32(f + 4, true),
+    arg: view.getBigUint64(f + 8, true),
+    spareToken: view.getBigUint64(f + 16, true),
+    spareFd: view.getInt32(f + 24, true),
+    inline: buf.subarray(off + IOCTL_FIXED_SIZE, off + len),
     writableLen,
   };
 }
@@ -257,17 +271,29 @@ export interface ResultFrame {
 }
 
 export function encodeResult(r: ResultFrame): Buffer {
-  const dirtyLen = r.dirty?.length ?? 0;
-  const b = Buffer.allocUnsafe(8 + 24 + dirtyLen);
-  b.writeUInt32LE(24 + dirtyLen, 0);
-  b.writeUInt32LE(FrameType.RESULT, 4);
-  b.writeBigInt64LE(BigInt(r.ret), 8);
-  b.writeUInt32LE(r.dirtyOff ?? 0, 16);
-  b.writeUInt32LE(dirtyLen, 20);
-  b.writeInt32LE(r.newFd ?? -1, 24);
-  b.writeUInt32LE(r.newFdCloexec ? 1 : 0, 28);
-  if (dirtyLen) b.set(r.dirty!, 32);
+  const b = Buffer.allocUnsafe(resultSize(r));
+  writeResult(b, new DataView(b.buffer, b.byteOffset, b.length), 0, r);
   return b;
+}
+
+/** Bytes of the RESULT frame for `r`, header included. */
+export function resultSize(r: ResultFrame): number {
+  return 8 + 24 + (r.dirty?.length ?? 0);
+}
+
+/** The RESULT frame for `r` at `off` in `buf` (`view` spans the same bytes), as encodeResult makes it. */
+export function writeResult(buf: Uint8Array, view: DataView, off: number, r: ResultFrame): void {
+  const dirtyLen = r.dirty?.length ?? 0;
+  view.setUint32(off, 24 + dirtyLen, true);
+  view.setUint32(off + 4, FrameType.RESULT, true);
+  // ret as a signed 64-bit value from a safe integer, without a BigInt.
+  view.setInt32(off + 8, r.ret | 0, true);
+  view.setInt32(off + 12, r.ret < 0 ? -1 : Math.floor(r.ret / 0x100000000), true);
+  view.setUint32(off + 16, r.dirtyOff ?? 0, true);
+  view.setUint32(off + 20, dirtyLen, true);
+  view.setInt32(off + 24, r.newFd ?? -1, true);
+  view.setUint32(off + 28, r.newFdCloexec ? 1 : 0, true);
+  if (dirtyLen) buf.set(r.dirty!, off + 32);
 }
 
 export const WAKE_FRAME = Buffer.from([0, 0, 0, 0, FrameType.WAKE, 0, 0, 0]);

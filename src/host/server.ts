@@ -26,7 +26,8 @@ import { HostProcesses } from './host-task.js';
 import type { Capability } from '../mm/types.js';
 import type { HostTask } from './host-task.js';
 import { InlineUser } from './host-memory.js';
-import { Channel, nativeHelper } from './channel.js';
+import { Channel } from './channel.js';
+import { nativeHelper } from './native.js';
 import {
   ConnKind,
   decodeChannelOpen,
@@ -45,6 +46,7 @@ import {
   type Auth,
   type Hello,
   type IoctlRequest,
+  type ResultFrame,
 } from './protocol.js';
 import { formatCall, formatIoctl } from './trace.js';
 
@@ -163,8 +165,8 @@ export class IommufdServer {
   private readonly polled = new Set<Channel>();
   /** Connections each task opened (its channel is closed with the last). */
   private readonly connsOf = new Map<HostTask, number>();
-  /** Where the RESULT of the request being handled goes when it came through a channel. */
-  private replyTo: { ch: Channel; seq: number; sent: boolean } | null = null;
+  /** Where the RESULT of the request being handled goes when it came through a channel (ch null: its socket). */
+  private readonly replyTo: { ch: Channel | null; seq: number; sent: boolean } = { ch: null, seq: 0, sent: false };
   /** Exceptions that escaped the emulator while serving (bugs); the daemon keeps running. */
   readonly internalErrors: unknown[] = [];
   readonly stats: ServerStats = { connections: 0, open: 0, requests: 0, ioctls: 0, protocolErrors: 0, rejected: 0, channelRequests: 0, servedAtOnce: 0, doorbells: 0, channels: 0 };
@@ -457,27 +459,26 @@ export class IommufdServer {
   /** Answer request `seq` of a channel (one the tick or a doorbell found). */
   private serveChannel(ch: Channel, seq: number, atOnce = false): void {
     let conn: Conn | undefined;
-    let payload: Buffer;
+    let req: IoctlRequest;
     try {
-      const r = ch.readRequest(seq);
+      const r = ch.readIoctl(seq);
       // The client gave up on it (its doorbell failed) and is writing its next request: nothing to answer.
       if (!r) return;
-      if (r.type !== FrameType.IOCTL) throw new ProtocolError(`channel request of type ${r.type}; only IOCTL travels there`);
-      payload = r.payload;
       conn = this.byIno.get(r.ino);
       if (!conn && this.dropped.has(r.ino)) {
         // The socket path fails the same call with a transport error (EIO in the shim).
         this.stats.requests++;
-        ch.answer(seq, encodeResult({ ret: -Errno.EIO }), this.polled.size);
+        ch.answerResult(seq, { ret: -Errno.EIO }, this.polled.size);
         this.trace(formatCall(ch.task.pid, `ioctl on fd ${r.fd}`, -Errno.EIO, `the daemon dropped this file's connection (a protocol error)`));
         return;
       }
       if (!conn || conn.released || conn.rejected || !conn.hello || !this.holds(conn, ch.task, r.fd, r.ino)) {
         this.stats.requests++;
-        ch.answer(seq, encodeResult({ ret: -Errno.EBADF }), this.polled.size);
+        ch.answerResult(seq, { ret: -Errno.EBADF }, this.polled.size);
         this.trace(formatCall(ch.task.pid, `ioctl on fd ${r.fd}`, -Errno.EBADF, `fd ${r.fd} of process ${ch.task.pid} is not an emulated file it holds`));
         return;
       }
+      req = r.decode();
     } catch (e) {
       this.dropChannel(ch, e);
       return;
@@ -485,17 +486,19 @@ export class IommufdServer {
     this.stats.requests++;
     this.stats.channelRequests++;
     if (atOnce) this.stats.servedAtOnce++;
-    this.replyTo = { ch, seq, sent: false };
+    const rt = this.replyTo;
+    rt.ch = ch;
+    rt.seq = seq;
+    rt.sent = false;
     try {
-      this.ioctl(conn, decodeIoctl(payload), ch.task);
+      this.ioctl(conn, req, ch.task);
     } catch (e) {
       this.dropConn(conn, e);
     } finally {
-      const r = this.replyTo;
-      this.replyTo = null;
-      if (!r.sent && !ch.closed) {
+      rt.ch = null;
+      if (!rt.sent && !ch.closed) {
         try {
-          ch.answer(seq, encodeResult({ ret: -Errno.EIO }), this.polled.size);
+          ch.answerResult(seq, { ret: -Errno.EIO }, this.polled.size);
         } catch (e2) {
           this.dropChannel(ch, e2);
         }
@@ -519,15 +522,15 @@ export class IommufdServer {
   }
 
   /** The RESULT of the request being handled: into its channel, or onto its socket. */
-  private reply(conn: Conn, buf: Buffer): void {
+  private reply(conn: Conn, result: ResultFrame): void {
     const r = this.replyTo;
-    if (!r) {
-      this.send(conn, buf);
+    if (!r.ch) {
+      this.send(conn, encodeResult(result));
       return;
     }
     r.sent = true;
     try {
-      r.ch.answer(r.seq, buf, this.polled.size);
+      r.ch.answerResult(r.seq, result, this.polled.size);
     } catch (e) {
       this.dropChannel(r.ch, e);
     }
@@ -724,7 +727,8 @@ export class IommufdServer {
   }
 
   /** The task behind a request, or undefined after answering it with the refusal. */
-  private who(conn: Conn, auth: Auth, what: string, expected?: HostTask): HostTask | undefined {
+  /** The task behind a request (`what` names it in explanations: a string, or an ioctl command number). */
+  private who(conn: Conn, auth: Auth, what: string | number, expected?: HostTask): HostTask | undefined {
     try {
       const task = this.procs.authenticate(auth.pid, auth.secretAddr, auth.secret);
       if (expected && task !== expected) throw new IommuError(Errno.EPERM, `a request of process ${task.pid} in the channel of process ${expected.pid}`);
@@ -734,16 +738,17 @@ export class IommufdServer {
     } catch (e) {
       if (!(e instanceof IommuError)) throw e;
       this.stats.rejected++;
-      this.log(`connection ${conn.id}: ${what} refused: ${e.explanation}`);
-      this.trace(formatCall(auth.pid, what, -e.errno, e.explanation));
-      this.reply(conn, encodeResult({ ret: -e.errno }));
+      const name = typeof what === 'number' ? `ioctl 0x${what.toString(16)}` : what;
+      this.log(`connection ${conn.id}: ${name} refused: ${e.explanation}`);
+      this.trace(formatCall(auth.pid, name, -e.errno, e.explanation));
+      this.reply(conn, { ret: -e.errno });
       return undefined;
     }
   }
 
   private ioctl(conn: Conn, r: IoctlRequest, channelTask?: HostTask): void {
     this.stats.ioctls++;
-    const task = this.who(conn, r.auth, `ioctl 0x${r.cmd.toString(16)}`, channelTask);
+    const task = this.who(conn, r.auth, r.cmd, channelTask);
     if (!task) return;
     const user = new InlineUser(task.mm, r.arg, r.inline, r.writableLen);
     const fds = new RequestFds(this, task, r);
@@ -760,16 +765,13 @@ export class IommufdServer {
     if (r.spareToken) this.spares.delete(r.spareToken);
     const dirty = user.dirty();
     const installed = fds.installed;
-    this.reply(
-      conn,
-      encodeResult({
-        ret,
-        dirtyOff: dirty?.off,
-        dirty: dirty?.bytes,
-        newFd: installed ? installed.fd : -1,
-        newFdCloexec: installed?.cloexec,
-      }),
-    );
+    this.reply(conn, {
+      ret,
+      dirtyOff: dirty?.off,
+      dirty: dirty?.bytes,
+      newFd: installed ? installed.fd : -1,
+      newFdCloexec: installed?.cloexec,
+    });
     if (this.options.trace)
       this.trace(formatIoctl({ pid: task.pid, cmd: r.cmd, arg: r.arg, before: r.inline, after: user.current, ret, explanation }));
   }

@@ -17,7 +17,6 @@ import {
   type IommuOption,
   type IommuVfioIoas,
 } from '../uapi/iommufd.js';
-import { IommuTestCmdHeader } from '../uapi/iommufd-test.js';
 import type { StructDef } from '../uapi/struct.js';
 import type { IommufdCtx } from './context.js';
 import { getIoas, ioasAlloc, ioasAllowIovas, ioasCopy, ioasIovaRanges, ioasMap, ioasOption, ioasUnmap } from './ioas.js';
@@ -170,7 +169,8 @@ function dispatch(ctx: IommufdCtx, task: Task, cmd: number, arg: bigint, user: U
 
   let userSize: number;
   try {
-    userSize = new DataView(user.copyFromUser(arg, 4).buffer).getUint32(0, true);
+    const b = user.copyFromUser(arg, 4);
+    userSize = (b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! << 24)) >>> 0;
   } catch (e) {
     if (e instanceof IommuError) fail('EFAULT', `cannot read the size field at ${hex(arg)}: ${e.explanation}`);
     throw e;
@@ -185,7 +185,8 @@ function dispatch(ctx: IommufdCtx, task: Task, cmd: number, arg: bigint, user: U
   const handler = HANDLERS.get(nr);
   if (!handler) fail('ENOTTY', `${op.name} is not implemented by this emulator yet`);
   let def: StructDef = op.struct as unknown as StructDef;
-  if (nr === IOMMUFD_CMD_TEST) def = testCmdStruct(IommuTestCmdHeader.decode(kbuf).op);
+  // The op (u32 at offset 4 of the header) picks the union member.
+  if (nr === IOMMUFD_CMD_TEST) def = testCmdStruct((kbuf[4]! | (kbuf[5]! << 8) | (kbuf[6]! << 16) | (kbuf[7]! << 24)) >>> 0);
   const decoded = def.decode(kbuf);
   const ucmd: Ucmd<unknown> = {
     cmd: decoded,

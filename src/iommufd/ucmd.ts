@@ -3,6 +3,7 @@ import type { FdTable } from './file.js';
 
 /** The caller's memory as seen through pointers inside an ioctl struct (copy_{from,to}_user). */
 export interface UserAccess {
+  /** A new array of exactly `length` bytes, the caller's to keep and modify (EFAULT when unreadable). */
   copyFromUser(addr: bigint, length: number): Uint8Array;
   copyToUser(addr: bigint, data: Uint8Array): void;
 }

@@ -45,7 +45,7 @@ export interface AddressSpace {
   /** mm->pinned_vm in pages: every iommufd pin, whatever the accounting mode. */
   pinnedVm: number;
 
-  /** copy_from_user: the bytes, or EFAULT if any of them is not readable. */
+  /** copy_from_user: the bytes (a new array the caller owns), or EFAULT if any of them is not readable. */
   copyFromUser(addr: bigint, length: number): Uint8Array;
   /** copy_to_user: EFAULT if any byte is not writable; on EFAULT nothing is guaranteed written. */
   copyToUser(addr: bigint, data: Uint8Array): void;

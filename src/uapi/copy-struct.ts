@@ -58,7 +58,6 @@ export function copyStructFromUser(
   def: SizedStruct,
 ): Uint8Array {
   const ksize = def.size;
-  const kbuf = new Uint8Array(ksize);
   if (userSize > ksize) {
     const tailAddr = uptr + BigInt(ksize);
     let at: number;
@@ -82,8 +81,8 @@ export function copyStructFromUser(
     }
   }
   const n = Math.min(userSize, ksize);
+  let head: Uint8Array | undefined;
   if (n > 0) {
-    let head: Uint8Array;
     try {
       head = user.copyFromUser(uptr, n);
     } catch (e) {
@@ -93,8 +92,11 @@ export function copyStructFromUser(
         `reading the first ${n} bytes of struct ${def.name} at ${hex(uptr)} faulted${faultDetail(e)}`,
       );
     }
-    kbuf.set(head.subarray(0, n));
   }
+  // copyFromUser hands back a new array of exactly n bytes: it is the kernel copy when it is whole.
+  if (head && n === ksize) return head;
+  const kbuf = new Uint8Array(ksize);
+  if (head) kbuf.set(head);
   return kbuf;
 }
 

@@ -1,0 +1,62 @@
+/**
+ * The daemon's optional native helper (shim/host-native.c, a Node-API module the install step
+ * builds with the system C compiler). Node can neither map memory nor poll fds synchronously, and
+ * its fs layer costs about a microsecond per call on top of the system call; the daemon makes
+ * several such calls per ioctl. Without the helper (not built, or IOMMUFD_TS_NATIVE=0) everything
+ * still works, through fs and the event loop.
+ */
+import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
+
+export interface NativeHelper {
+  /** MAP_SHARED of [0, length) of fd, unmapped when the ArrayBuffer is collected. */
+  map(fd: number, length: number): ArrayBuffer;
+  /** How many of `fds` have input, a hangup or an error pending (poll, zero timeout); -1 on error. */
+  ready?(fds: Int32Array): number;
+  /** pread/pwrite of the whole array at `pos`: the byte count, or -errno. */
+  pread?(fd: number, into: Uint8Array, pos: number): number;
+  pwrite?(fd: number, from: Uint8Array, pos: number): number;
+}
+
+let native: NativeHelper | null | undefined;
+
+/** The native helper, or null when it was not built or is disabled (IOMMUFD_TS_NATIVE=0). */
+export function nativeHelper(): NativeHelper | null {
+  if (native !== undefined) return native;
+  native = null;
+  if (process.env.IOMMUFD_TS_NATIVE === '0') return native;
+  try {
+    native = createRequire(import.meta.url)('../../shim/iommufd-ts-host.node') as NativeHelper;
+  } catch {
+    native = null;
+  }
+  return native;
+}
+
+/** pread of `into.length` bytes at `pos` (a byte offset or a user address): the count, or -1 on any error. */
+export function preadFd(fd: number, into: Uint8Array, pos: number): number {
+  const h = nativeHelper();
+  if (h?.pread) {
+    const r = h.pread(fd, into, pos);
+    return r < 0 ? -1 : r;
+  }
+  try {
+    return fs.readSync(fd, into, 0, into.length, pos);
+  } catch {
+    return -1;
+  }
+}
+
+/** pwrite of all of `from` at `pos`: the count, or -1 on any error. */
+export function pwriteFd(fd: number, from: Uint8Array, pos: number): number {
+  const h = nativeHelper();
+  if (h?.pwrite) {
+    const r = h.pwrite(fd, from, pos);
+    return r < 0 ? -1 : r;
+  }
+  try {
+    return fs.writeSync(fd, from, 0, from.length, pos);
+  } catch {
+    return -1;
+  }
+}
