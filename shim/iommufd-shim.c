@@ -17,7 +17,9 @@
  *
  * The first bytes of an ioctl's struct (its `size`/`argsz`, then up to INLINE_MAX bytes) travel
  * inline with the request, read here with process_vm_readv on ourselves (EFAULT-safe) and probed
- * for writability; the daemon answers with the bytes it wrote back, which we apply. Other
+ * for writability; the daemon answers with the bytes it wrote back, which we apply. So does one
+ * small buffer a few ioctls point to (the window: IOMMU_TEST_OP_ACCESS_RW's uptr): its bytes
+ * travel inline when the daemon reads it, its new bytes come back when the daemon writes it. Other
  * pointers are followed by the daemon itself through /proc/<pid>/mem.
  *
  * Everything else goes to libc (dlsym(RTLD_NEXT)). errno is preserved on success and set last on
@@ -70,13 +72,15 @@ enum {
 enum { KIND_IOMMU = 0, KIND_VFIO = 1, KIND_SPARE = 2, KIND_ATTACH = 3 };
 
 #define HELLO_MAGIC 0x464d4f49u /* "IOMF" */
-#define PROTO_VERSION 4u
+#define PROTO_VERSION 5u
 /* Client sockets are bound to "\0iommufd-ts/<pid>/<random>": the pid tells which process connected it. */
 #define CLIENT_NAME_PREFIX "iommufd-ts/"
 #define INLINE_MAX 4096
+#define WIN_MAX 2048 /* largest pointed-to buffer that travels inline (the window) */
 #define PAGE_SZ 4096ul
 #define IOMMU_FAULT_QUEUE_ALLOC_CMD 0x3b8eul
 #define IOMMU_TEST_CMD_CMD 0x3ba0ul
+#define IOMMU_TEST_OP_ACCESS_RW 8u
 #define IOMMU_TEST_OP_CREATE_ACCESS 5u
 
 struct frame_hdr {
@@ -116,6 +120,11 @@ struct ioctl_req {
 	uint32_t inline_len;
 	uint32_t writable_len;
 	uint32_t pad;
+	uint64_t win_addr; /* the window: a buffer the ioctl points to, or 0 */
+	uint32_t win_size; /* its size */
+	uint32_t win_len; /* how many of its first bytes follow the inline struct (what we could read) */
+	uint32_t win_writable; /* the daemon may stage writes there; we apply them */
+	uint32_t pad2;
 };
 
 struct rw_req {
@@ -141,6 +150,8 @@ struct result {
 	uint32_t dirty_len;
 	int32_t new_fd;
 	uint32_t new_fd_cloexec;
+	uint32_t win_dirty_off; /* bytes the daemon wrote into the window: they follow the struct's */
+	uint32_t win_dirty_len;
 };
 
 /*
@@ -538,7 +549,7 @@ static int sendv_all(int fd, struct iovec *iov, int cnt)
 	size_t total = 0;
 	for (int i = 0; i < cnt; i++)
 		total += iov[i].iov_len;
-	char stackbuf[INLINE_MAX + 256];
+	char stackbuf[INLINE_MAX + WIN_MAX + 256];
 	char *buf = total <= sizeof(stackbuf) ? stackbuf : malloc(total);
 	if (!buf)
 		return -1;
@@ -1082,11 +1093,39 @@ static int needs_write_probe(unsigned long req, const uint8_t *inl, size_t inl_l
 	}
 }
 
+/*
+ * The window of an ioctl: IOMMU_TEST_OP_ACCESS_RW's uptr buffer when it is small and apart from the
+ * struct. For a write op the daemon copies from it, so its bytes go along (as many as are
+ * readable: the daemon faults on the rest itself); for a read op it copies into it, and we write
+ * what it staged after the call (a fault then is the ioctl's EFAULT, as copy_to_user's would be).
+ */
+static int pick_window(unsigned long req, unsigned long arg, const uint8_t *inl, size_t inl_len, uint64_t *addr, uint32_t *size,
+		       int *daemon_writes)
+{
+	if (req != IOMMU_TEST_CMD_CMD || inl_len < 48)
+		return 0;
+	uint32_t op, flags;
+	uint64_t length, uptr;
+	memcpy(&op, inl + 4, 4);
+	memcpy(&length, inl + 24, 8);
+	memcpy(&uptr, inl + 32, 8);
+	memcpy(&flags, inl + 40, 4);
+	if (op != IOMMU_TEST_OP_ACCESS_RW || length == 0 || length > WIN_MAX || !uptr || uptr + length < uptr)
+		return 0;
+	if (uptr < (uint64_t)arg + inl_len && (uint64_t)arg < uptr + length)
+		return 0; /* it overlaps the struct: one copy of those bytes only */
+	*addr = uptr;
+	*size = (uint32_t)length;
+	*daemon_writes = !(flags & 1); /* MOCK_ACCESS_RW_WRITE: the daemon reads the buffer */
+	return 1;
+}
+
 static int emu_ioctl(int fd, unsigned long req, unsigned long arg)
 {
 	int saved = errno;
 	static __thread uint8_t inl[INLINE_MAX];
-	uint8_t dirty[INLINE_MAX];
+	static __thread uint8_t win[WIN_MAX];
+	uint8_t dirty[INLINE_MAX + WIN_MAX];
 	size_t inl_len = 0, wr_len = 0;
 	int probed = 0;
 	if (arg) {
@@ -1150,21 +1189,32 @@ static int emu_ioctl(int fd, unsigned long req, unsigned long arg)
 		.inline_len = (uint32_t)inl_len,
 		.writable_len = (uint32_t)wr_len,
 	};
+	int daemon_writes = 0;
+	if (pick_window(req, arg, inl, inl_len, &r.win_addr, &r.win_size, &daemon_writes)) {
+		r.win_writable = (uint32_t)daemon_writes;
+		r.win_len = daemon_writes ? 0 : (uint32_t)self_rw(0, win, r.win_addr, r.win_size);
+	}
 	fill_auth(&r.auth);
-	struct frame_hdr fh = { .len = (uint32_t)(sizeof(r) + inl_len), .type = FR_IOCTL };
-	struct iovec iov[3] = { { &fh, sizeof(fh) }, { &r, sizeof(r) }, { inl, inl_len } };
+	struct frame_hdr fh = { .len = (uint32_t)(sizeof(r) + inl_len + r.win_len), .type = FR_IOCTL };
+	struct iovec iov[4] = { { &fh, sizeof(fh) }, { &r, sizeof(r) }, { inl, inl_len }, { win, r.win_len } };
 	struct result res;
 	ssize_t got = -1;
 	volatile uint8_t *ch = channel(fd);
 	if (ch)
-		got = channel_call(ch, fd, FR_IOCTL, iov, 3, &res, sizeof(res), dirty, sizeof(dirty));
-	if ((!ch || got == -2) && sendv_all(fd, iov, 3) == 0)
+		got = channel_call(ch, fd, FR_IOCTL, iov, 4, &res, sizeof(res), dirty, sizeof(dirty));
+	if ((!ch || got == -2) && sendv_all(fd, iov, 4) == 0)
 		got = recv_frame(fd, FR_RESULT, &res, sizeof(res), dirty, sizeof(dirty));
 	int e = errno;
 	if (got >= 0) {
 		if (res.dirty_len && (size_t)got >= res.dirty_len && res.dirty_off + (size_t)res.dirty_len <= wr_len) {
 			size_t w = self_rw(1, dirty, arg + res.dirty_off, res.dirty_len);
 			if (!probed && w < res.dirty_len)
+				res.ret = -EFAULT;
+		}
+		if (res.win_dirty_len && r.win_writable && (size_t)got >= (size_t)res.dirty_len + res.win_dirty_len &&
+		    res.win_dirty_off + (size_t)res.win_dirty_len <= r.win_size) {
+			size_t w = self_rw(1, dirty + res.dirty_len, r.win_addr + res.win_dirty_off, res.win_dirty_len);
+			if (w < res.win_dirty_len && res.ret >= 0)
 				res.ret = -EFAULT;
 		}
 		if (spare >= 0 && res.new_fd == spare) {

@@ -22,6 +22,7 @@ import * as fs from 'node:fs';
 import { fail, hex, IommuError } from '../lib/error.js';
 import type { AddressSpace, PageFrame } from '../mm/types.js';
 import { preadFd, pwriteFd } from './native.js';
+import type { IoctlWindow } from './protocol.js';
 
 export const PAGE_SIZE = 4096;
 const PAGE = 4096n;
@@ -97,6 +98,16 @@ function loadFsTypes(): Map<string, string> {
     /* no mountinfo: classify by path only */
   }
   return m;
+}
+
+/** The window of an InlineUser: `bytes` holds `readLen` bytes that arrived, then what the call staged. */
+interface StagedWindow {
+  addr: bigint;
+  bytes: Uint8Array;
+  readLen: number;
+  writable: boolean;
+  dirtyLo: number;
+  dirtyHi: number;
 }
 
 /** Long-term pin of a shared page's backing object, so its content stays reachable. */
@@ -663,20 +674,35 @@ export class HostMm implements AddressSpace {
  * The caller's memory for one ioctl: the struct at `arg` arrived inline with the request (read
  * by the shim with process_vm_readv, so `inline` holds exactly the readable bytes), and the shim
  * probed how many of them are writable. Writes there are collected and sent back with the
- * result; everything else goes to the process's memory directly.
+ * result; everything else goes to the process's memory directly, except the window (IoctlWindow):
+ * one buffer the struct points to whose bytes came along (reads inside what arrived are served
+ * from them) or whose writes the shim applies after the call (when writable). An access that only
+ * partly overlaps the window first writes back what was staged there and stops using it.
  */
 export class InlineUser {
   private readonly bytes: Uint8Array;
   private dirtyLo = Infinity;
   private dirtyHi = -1;
+  private win: StagedWindow | undefined;
 
   constructor(
     private readonly mm: HostMm,
     readonly base: bigint,
     inline: Uint8Array,
     private readonly writableLen: number,
+    window?: IoctlWindow,
   ) {
     this.bytes = new Uint8Array(inline);
+    if (window) {
+      const end = window.addr + BigInt(window.size);
+      // A window over the struct itself (the shim never sends one) would be a second copy of its bytes.
+      const apart = end <= base || window.addr >= base + BigInt(inline.length);
+      if (apart && end <= TASK_SIZE) {
+        const bytes = new Uint8Array(window.size);
+        bytes.set(window.bytes);
+        this.win = { addr: window.addr, bytes, readLen: window.bytes.length, writable: window.writable, dirtyLo: Infinity, dirtyHi: -1 };
+      }
+    }
   }
 
   /** The struct bytes as they are now (after the handler's writes). */
@@ -689,6 +715,36 @@ export class InlineUser {
     return { off: this.dirtyLo, bytes: this.bytes.subarray(this.dirtyLo, this.dirtyHi) };
   }
 
+  /** What the handler wrote into the window, for the shim to apply. */
+  windowDirty(): { off: number; bytes: Uint8Array } | undefined {
+    const w = this.win;
+    if (!w || w.dirtyHi < 0) return undefined;
+    return { off: w.dirtyLo, bytes: w.bytes.subarray(w.dirtyLo, w.dirtyHi) };
+  }
+
+  /**
+   * Where [addr, addr + length) falls in the window: its offset when it lies wholly inside, -1 when
+   * it misses the window. An access that straddles its edge retires the window (-1 afterwards).
+   */
+  private inWindow(addr: bigint, length: number): number {
+    const w = this.win;
+    if (!w) return -1;
+    const off = addr - w.addr;
+    if (off >= 0n && off <= BigInt(w.bytes.length)) {
+      const o = Number(off);
+      if (o + length <= w.bytes.length) return o;
+    } else if (off + BigInt(length) <= 0n || off >= BigInt(w.bytes.length)) return -1;
+    this.retireWindow();
+    return -1;
+  }
+
+  /** Write back what was staged in the window and stop using it: the process's memory is the truth again. */
+  private retireWindow(): void {
+    const w = this.win!;
+    this.win = undefined;
+    if (w.dirtyHi >= 0) this.mm.copyToUser(w.addr + BigInt(w.dirtyLo), w.bytes.subarray(w.dirtyLo, w.dirtyHi));
+  }
+
   copyFromUser(addr: bigint, length: number): Uint8Array {
     if (length === 0) return new Uint8Array(0);
     const n = this.bytes.length;
@@ -697,6 +753,13 @@ export class InlineUser {
     if (off >= 0n && off <= BigInt(n)) {
       const o = Number(off);
       if (o + length <= n) return this.bytes.slice(o, o + length);
+    }
+    if (this.win) {
+      const o = this.inWindow(addr, length);
+      // Inside what arrived, or inside what this call wrote there.
+      if (o >= 0 && (o + length <= this.win!.readLen || (o >= this.win!.dirtyLo && o + length <= this.win!.dirtyHi)))
+        return this.win!.bytes.slice(o, o + length);
+      if (o >= 0) this.retireWindow();
     }
     const end = off + BigInt(length);
     if (end <= 0n || off >= BigInt(n)) return this.mm.copyFromUser(addr, length);
@@ -730,6 +793,17 @@ export class InlineUser {
         if (o + data.length > this.dirtyHi) this.dirtyHi = o + data.length;
         return;
       }
+    }
+    if (this.win) {
+      const o = this.inWindow(addr, data.length);
+      const w = this.win;
+      if (o >= 0 && w?.writable) {
+        w.bytes.set(data, o);
+        if (o < w.dirtyLo) w.dirtyLo = o;
+        if (o + data.length > w.dirtyHi) w.dirtyHi = o + data.length;
+        return;
+      }
+      if (o >= 0) this.retireWindow(); // a write the shim would not apply: it goes to the process
     }
     const end = off + BigInt(data.length);
     if (end <= 0n || off >= BigInt(n)) {

@@ -45,18 +45,22 @@ export const FrameType = {
 } as const;
 
 export const HELLO_MAGIC = 0x464d4f49;
-export const PROTO_VERSION = 4;
+export const PROTO_VERSION = 5;
 export const HELLO_SIZE = 72;
 export const AUTH_SIZE = 32;
-export const IOCTL_FIXED_SIZE = AUTH_SIZE + 40;
+export const IOCTL_FIXED_SIZE = AUTH_SIZE + 64;
 export const RW_SIZE = AUTH_SIZE + 16;
 export const POLL_SIZE = AUTH_SIZE + 8;
 export const CHANNEL_SIZE = AUTH_SIZE + 16;
 export const DOORBELL_SIZE = AUTH_SIZE + 8;
 /** The shim never inlines more than this; anything larger is a protocol violation. */
 export const INLINE_MAX = 4096;
+/** Largest pointed-to buffer (the window) that travels with an IOCTL. */
+export const WIN_MAX = 2048;
 /** Largest payload the daemon accepts before calling the peer broken. */
-export const MAX_FRAME = IOCTL_FIXED_SIZE + INLINE_MAX;
+export const MAX_FRAME = IOCTL_FIXED_SIZE + INLINE_MAX + WIN_MAX;
+/** The fixed part of a RESULT payload (ret, the struct's dirty range, a new fd, the window's dirty range). */
+const RESULT_FIXED = 32;
 
 /**
  * IOMMU/VFIO: open a new context. SPARE: a connection waiting to carry a file an ioctl creates.
@@ -101,6 +105,20 @@ export interface IoctlRequest {
   spareFd: number;
   inline: Buffer;
   writableLen: number;
+  /** A buffer the struct points to that travels with it (IOMMU_TEST_OP_ACCESS_RW's uptr), if any. */
+  window: IoctlWindow | undefined;
+}
+
+/**
+ * The window: `size` bytes at `addr` in the caller, of which the first `bytes.length` arrived (all
+ * that was readable; none when the call only writes there). When `writable`, writes into it are
+ * staged and applied by the shim after the call, a fault there being the call's EFAULT.
+ */
+export interface IoctlWindow {
+  addr: bigint;
+  size: number;
+  bytes: Buffer;
+  writable: boolean;
 }
 
 export interface RwRequest {
@@ -191,8 +209,11 @@ export function decodeIoctlAt(buf: Buffer, view: DataView, off: number, len: num
   const f = off + AUTH_SIZE;
   const inlineLen = view.getUint32(f + 28, true);
   const writableLen = view.getUint32(f + 32, true);
-  if (inlineLen > INLINE_MAX || writableLen > inlineLen || len !== IOCTL_FIXED_SIZE + inlineLen)
-    throw new ProtocolError(`IOCTL with inline length ${inlineLen}, writable ${writableLen}, frame ${len}`);
+  const winSize = view.getUint32(f + 48, true);
+  const winLen = view.getUint32(f + 52, true);
+  if (inlineLen > INLINE_MAX || writableLen > inlineLen || winSize > WIN_MAX || winLen > winSize || len !== IOCTL_FIXED_SIZE + inlineLen + winLen)
+    throw new ProtocolError(`IOCTL with inline length ${inlineLen}, writable ${writableLen}, window ${winLen} of ${winSize}, frame ${len}`);
+  const winAt = off + IOCTL_FIXED_SIZE + inlineLen;
   return {
     auth: {
       pid: view.getUint32(off, true),
@@ -205,8 +226,11 @@ export function decodeIoctlAt(buf: Buffer, view: DataView, off: number, len: num
     arg: view.getBigUint64(f + 8, true),
     spareToken: view.getBigUint64(f + 16, true),
     spareFd: view.getInt32(f + 24, true),
-    inline: buf.subarray(off + IOCTL_FIXED_SIZE, off + len),
+    inline: buf.subarray(off + IOCTL_FIXED_SIZE, winAt),
     writableLen,
+    window: winSize
+      ? { addr: view.getBigUint64(f + 40, true), size: winSize, bytes: buf.subarray(winAt, winAt + winLen), writable: view.getUint32(f + 56, true) !== 0 }
+      : undefined,
   };
 }
 
@@ -268,6 +292,9 @@ export interface ResultFrame {
   dirty?: Uint8Array;
   newFd?: number;
   newFdCloexec?: boolean;
+  /** Bytes written into the request's window, at this offset in it (after `dirty` in the frame). */
+  winDirtyOff?: number;
+  winDirty?: Uint8Array;
 }
 
 export function encodeResult(r: ResultFrame): Buffer {
@@ -278,13 +305,14 @@ export function encodeResult(r: ResultFrame): Buffer {
 
 /** Bytes of the RESULT frame for `r`, header included. */
 export function resultSize(r: ResultFrame): number {
-  return 8 + 24 + (r.dirty?.length ?? 0);
+  return 8 + RESULT_FIXED + (r.dirty?.length ?? 0) + (r.winDirty?.length ?? 0);
 }
 
 /** The RESULT frame for `r` at `off` in `buf` (`view` spans the same bytes), as encodeResult makes it. */
 export function writeResult(buf: Uint8Array, view: DataView, off: number, r: ResultFrame): void {
   const dirtyLen = r.dirty?.length ?? 0;
-  view.setUint32(off, 24 + dirtyLen, true);
+  const winLen = r.winDirty?.length ?? 0;
+  view.setUint32(off, RESULT_FIXED + dirtyLen + winLen, true);
   view.setUint32(off + 4, FrameType.RESULT, true);
   // ret as a signed 64-bit value from a safe integer, without a BigInt.
   view.setInt32(off + 8, r.ret | 0, true);
@@ -293,7 +321,10 @@ export function writeResult(buf: Uint8Array, view: DataView, off: number, r: Res
   view.setUint32(off + 20, dirtyLen, true);
   view.setInt32(off + 24, r.newFd ?? -1, true);
   view.setUint32(off + 28, r.newFdCloexec ? 1 : 0, true);
-  if (dirtyLen) buf.set(r.dirty!, off + 32);
+  view.setUint32(off + 32, r.winDirtyOff ?? 0, true);
+  view.setUint32(off + 36, winLen, true);
+  if (dirtyLen) buf.set(r.dirty!, off + 8 + RESULT_FIXED);
+  if (winLen) buf.set(r.winDirty!, off + 8 + RESULT_FIXED + dirtyLen);
 }
 
 export const WAKE_FRAME = Buffer.from([0, 0, 0, 0, FrameType.WAKE, 0, 0, 0]);

@@ -750,7 +750,7 @@ export class IommufdServer {
     this.stats.ioctls++;
     const task = this.who(conn, r.auth, r.cmd, channelTask);
     if (!task) return;
-    const user = new InlineUser(task.mm, r.arg, r.inline, r.writableLen);
+    const user = new InlineUser(task.mm, r.arg, r.inline, r.writableLen, r.window);
     const fds = new RequestFds(this, task, r);
     let ret: number;
     let explanation: string | undefined;
@@ -764,6 +764,7 @@ export class IommufdServer {
     }
     if (r.spareToken) this.spares.delete(r.spareToken);
     const dirty = user.dirty();
+    const winDirty = user.windowDirty();
     const installed = fds.installed;
     this.reply(conn, {
       ret,
@@ -771,6 +772,8 @@ export class IommufdServer {
       dirty: dirty?.bytes,
       newFd: installed ? installed.fd : -1,
       newFdCloexec: installed?.cloexec,
+      winDirtyOff: winDirty?.off,
+      winDirty: winDirty?.bytes,
     });
     if (this.options.trace)
       this.trace(formatIoctl({ pid: task.pid, cmd: r.cmd, arg: r.arg, before: r.inline, after: user.current, ret, explanation }));

@@ -380,6 +380,38 @@ static int t_access(void)
 		CHECK(ioctl(fd, IOMMU_TEST_CMD, &rw) == 0, "ACCESS_RW write");
 		CHECK(buf[PAGE - 32] == (slow ? 0x22 : 0x11) && buf[PAGE + 31] == (slow ? 0x22 : 0x11), "the write landed in our buffer");
 	}
+	/*
+	 * ACCESS_RW's uptr buffer travels with the call (the shim's window): a read into read-only or
+	 * partly read-only memory and a write from partly unreadable memory are EFAULT, the latter with
+	 * nothing written; a uptr inside the command struct itself gets the bytes.
+	 */
+	char *ro = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(ro != MAP_FAILED, "mmap");
+	memset(ro, 0x77, 2 * PAGE);
+	CHECK(mprotect(ro + PAGE, PAGE, PROT_READ) == 0, "mprotect read-only");
+	struct iommu_test_cmd w = { .size = sizeof(w), .op = IOMMU_TEST_OP_ACCESS_RW, .id = (uint32_t)afd,
+				    .access_rw = { .iova = iova, .length = 64, .uptr = (uintptr_t)(ro + PAGE) } };
+	EXPECT_ERR(ioctl(fd, IOMMU_TEST_CMD, &w), EFAULT);
+	CHECK((unsigned char)ro[PAGE] == 0x77 && (unsigned char)ro[PAGE + 63] == 0x77, "nothing landed in the read-only page");
+	w.access_rw.uptr = (uintptr_t)(ro + PAGE - 32);
+	EXPECT_ERR(ioctl(fd, IOMMU_TEST_CMD, &w), EFAULT);
+	CHECK(mprotect(ro + PAGE, PAGE, PROT_NONE) == 0, "mprotect none");
+	unsigned char before[64];
+	memcpy(before, buf, sizeof(before));
+	w.access_rw.flags = MOCK_ACCESS_RW_WRITE;
+	EXPECT_ERR(ioctl(fd, IOMMU_TEST_CMD, &w), EFAULT);
+	CHECK(memcmp(before, buf, sizeof(before)) == 0, "a write from unreadable memory changes nothing");
+	w.access_rw.uptr = (uintptr_t)ro;
+	CHECK(ioctl(fd, IOMMU_TEST_CMD, &w) == 0 && (unsigned char)buf[0] == 0x77 && (unsigned char)buf[63] == 0x77, "a write from readable memory");
+	memset(buf, 0xab, 64);
+	struct iommu_test_cmd self = { .size = sizeof(self), .op = IOMMU_TEST_OP_ACCESS_RW, .id = (uint32_t)afd,
+				       .access_rw = { .iova = iova, .length = 8 } };
+	self.access_rw.uptr = (uintptr_t)&self.access_rw.iova;
+	CHECK(ioctl(fd, IOMMU_TEST_CMD, &self) == 0, "ACCESS_RW into its own struct");
+	CHECK(self.access_rw.iova == 0xababababababababull, "the struct got the bytes: 0x%llx", (unsigned long long)self.access_rw.iova);
+	munmap(ro, 2 * PAGE);
+	OK("ACCESS_RW's buffer: EFAULT both ways, nothing written from unreadable memory, a uptr inside the struct");
+
 	/* ACCESS_PAGES compares the pinned pages with the ones our uptr maps. */
 	struct iommu_test_cmd ap = { .size = sizeof(ap), .op = IOMMU_TEST_OP_ACCESS_PAGES, .id = (uint32_t)afd,
 				     .access_pages = { .iova = iova, .length = 2 * PAGE, .uptr = (uintptr_t)buf } };
@@ -703,7 +735,7 @@ static int raw_hello(uint32_t pid, uint32_t uid, int fd_override, int32_t *statu
 	struct stat st;
 	fstat(s, &st);
 	struct { uint32_t len, type; struct hello h; } f = { sizeof(struct hello), 1,
-		{ 0x464d4f49, 4, 0, pid, uid, fd_override >= 0 ? fd_override : s, st.st_ino, (uintptr_t)my_secret, { 0 }, 0, -1, 0 } };
+		{ 0x464d4f49, 5, 0, pid, uid, fd_override >= 0 ? fd_override : s, st.st_ino, (uintptr_t)my_secret, { 0 }, 0, -1, 0 } };
 	memcpy(f.h.secret, my_secret, 16);
 	CHECK(send(s, &f, sizeof(f), MSG_NOSIGNAL) == sizeof(f), "send hello");
 	struct { uint32_t len, type; int32_t status, pad; } ack;
