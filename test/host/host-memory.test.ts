@@ -103,4 +103,50 @@ describe('host memory', () => {
     assert.throws(() => u.copyFromUser(base + 20n, 8), (e: unknown) => e instanceof IommuError && e.errnoName === 'EFAULT');
     assert.equal(inline[8], 8, 'the request buffer itself is untouched');
   });
+
+  test('InlineUser: the pointed-to window serves reads from what arrived, stages writes, retires on a partial overlap', () => {
+    // A stand-in for the process: records what reaches it.
+    const calls: string[] = [];
+    const proc = new Map<bigint, number>();
+    const fake = {
+      copyFromUser(addr: bigint, n: number): Uint8Array {
+        calls.push(`read ${addr - win}+${n}`);
+        return Uint8Array.from({ length: n }, (_, i) => proc.get(addr + BigInt(i)) ?? 0xee);
+      },
+      copyToUser(addr: bigint, data: Uint8Array): void {
+        calls.push(`write ${addr - win}+${data.length}`);
+        data.forEach((b, i) => proc.set(addr + BigInt(i), b));
+      },
+    } as unknown as HostMm;
+    const base = 0x7000_0000_1000n;
+    const win = 0x7000_0000_8000n;
+    const arrived = Buffer.from([1, 2, 3, 4, 5, 6, 7, 8]);
+    const u = new InlineUser(fake, base, new Uint8Array(16), 16, { addr: win, size: 16, bytes: arrived, writable: true });
+    assert.deepEqual([...u.copyFromUser(win + 2n, 4)], [3, 4, 5, 6], 'inside what arrived: no access to the process');
+    u.copyToUser(win + 8n, Uint8Array.of(9, 9, 9));
+    assert.deepEqual(u.windowDirty(), { off: 8, bytes: Uint8Array.of(9, 9, 9) });
+    assert.deepEqual([...u.copyFromUser(win + 8n, 3)], [9, 9, 9], 'what the call staged reads back');
+    assert.deepEqual(calls, []);
+    // Reading past what arrived and was staged: the staged bytes are written back first, then the process answers.
+    assert.deepEqual([...u.copyFromUser(win + 6n, 8)], [0xee, 0xee, 9, 9, 9, 0xee, 0xee, 0xee]);
+    assert.deepEqual(calls, ['write 8+3', 'read 6+8']);
+    assert.equal(u.windowDirty(), undefined, 'retired: nothing left for the shim to apply');
+    u.copyToUser(win, Uint8Array.of(1));
+    assert.deepEqual(calls.at(-1), 'write 0+1', 'a retired window is the process again');
+
+    // A window whose bytes the call only reads: a write there goes to the process and retires it.
+    calls.length = 0;
+    const r = new InlineUser(fake, base, new Uint8Array(16), 16, { addr: win, size: 8, bytes: arrived, writable: false });
+    r.copyToUser(win + 1n, Uint8Array.of(0x55));
+    assert.deepEqual(calls, ['write 1+1']);
+    r.copyFromUser(win, 2);
+    assert.deepEqual(calls, ['write 1+1', 'read 0+2'], 'later reads see the write: the process is asked');
+
+    // A window over the struct itself is not used.
+    calls.length = 0;
+    const s2 = new InlineUser(fake, win, new Uint8Array(16), 16, { addr: win + 4n, size: 8, bytes: arrived, writable: true });
+    s2.copyToUser(win + 4n, Uint8Array.of(7));
+    assert.deepEqual(s2.windowDirty(), undefined);
+    assert.deepEqual(s2.dirty(), { off: 4, bytes: Uint8Array.of(7) });
+  });
 });
