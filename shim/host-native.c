@@ -15,14 +15,179 @@
  *   pwrite(fd, u8, pos) -> number    the byte count, or -errno. No fs layer in between: the
  *                                    daemon reads and writes client memory (/proc/<pid>/mem, a
  *                                    shared object's fd) several times per ioctl.
+ *   objMap(fd, length, writable)     map [0, length) of a client's shared memory object (its fd
+ *     -> handle | -errno             from /proc/<pid>/map_files) and return a small handle; the
+ *   objUnmap(handle)                 daemon then copies to and from it with objRead/objWrite
+ *   objRead(handle, off, u8) -> 0|-errno    instead of a /proc/<pid>/mem access per copy. The
+ *   objWrite(handle, off, u8) -> 0|-errno   copies are bounds-checked here and guarded against
+ *                                    SIGBUS (a page past the object's end, a file truncated
+ *                                    behind our back): that is -EFAULT, never a crash. JavaScript
+ *                                    never sees these mappings.
  */
 #include <node_api.h>
 #include <stdint.h>
 #include <errno.h>
 #include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <string.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+/* ---- shared memory objects of clients ---------------------------------------------------------- */
+
+#define OBJ_MAX 64
+static struct obj {
+	uint8_t *base;
+	size_t len;
+	int writable;
+} objs[OBJ_MAX];
+
+static sigjmp_buf copy_jmp;
+static volatile sig_atomic_t in_copy;
+static struct sigaction old_bus;
+static int bus_installed;
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	if (in_copy) {
+		in_copy = 0;
+		siglongjmp(copy_jmp, 1);
+	}
+	/* Not ours: whatever was there before. */
+	if (old_bus.sa_flags & SA_SIGINFO) {
+		if (old_bus.sa_sigaction) {
+			old_bus.sa_sigaction(sig, si, uc);
+			return;
+		}
+	} else if (old_bus.sa_handler != SIG_DFL && old_bus.sa_handler != SIG_IGN) {
+		old_bus.sa_handler(sig);
+		return;
+	}
+	signal(SIGBUS, SIG_DFL);
+	raise(SIGBUS);
+}
+
+static int install_bus(void)
+{
+	if (bus_installed)
+		return 0;
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = on_sigbus;
+	sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGBUS, &sa, &old_bus) != 0)
+		return -errno;
+	bus_installed = 1;
+	return 0;
+}
+
+/* memcpy that turns a SIGBUS into -EFAULT. */
+static int guarded_copy(void *dst, const void *src, size_t n)
+{
+	/* No mask to save: the handler runs with SA_NODEFER, so SIGBUS is not blocked when it jumps back. */
+	if (sigsetjmp(copy_jmp, 0)) {
+		in_copy = 0;
+		return -EFAULT;
+	}
+	in_copy = 1;
+	memcpy(dst, src, n);
+	in_copy = 0;
+	return 0;
+}
+
+static napi_value ret_int(napi_env env, int64_t v)
+{
+	napi_value out;
+	napi_create_int64(env, v, &out);
+	return out;
+}
+
+static napi_value obj_map(napi_env env, napi_callback_info info)
+{
+	size_t argc = 3;
+	napi_value argv[3];
+	int32_t fd = -1;
+	double len = 0;
+	bool writable = false;
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3 || napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
+	    napi_get_value_double(env, argv[1], &len) != napi_ok || napi_get_value_bool(env, argv[2], &writable) != napi_ok || fd < 0 ||
+	    !(len > 0) || len > (double)(1ull << 40)) {
+		napi_throw_type_error(env, NULL, "objMap(fd, length, writable)");
+		return NULL;
+	}
+	int e = install_bus();
+	if (e)
+		return ret_int(env, e);
+	int h = 0;
+	while (h < OBJ_MAX && objs[h].base)
+		h++;
+	if (h == OBJ_MAX)
+		return ret_int(env, -EMFILE);
+	void *p = mmap(NULL, (size_t)len, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		return ret_int(env, -errno);
+	objs[h].base = p;
+	objs[h].len = (size_t)len;
+	objs[h].writable = writable;
+	return ret_int(env, h);
+}
+
+static struct obj *obj_arg(napi_env env, napi_value v)
+{
+	int32_t h = -1;
+	if (napi_get_value_int32(env, v, &h) != napi_ok || h < 0 || h >= OBJ_MAX || !objs[h].base)
+		return NULL;
+	return &objs[h];
+}
+
+static napi_value obj_unmap(napi_env env, napi_callback_info info)
+{
+	size_t argc = 1;
+	napi_value argv[1];
+	struct obj *o;
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || !(o = obj_arg(env, argv[0])))
+		return ret_int(env, -EBADF);
+	munmap(o->base, o->len);
+	o->base = NULL;
+	o->len = 0;
+	return ret_int(env, 0);
+}
+
+static napi_value obj_copy(napi_env env, napi_callback_info info, int write)
+{
+	size_t argc = 3;
+	napi_value argv[3];
+	double off = -1;
+	napi_typedarray_type type;
+	size_t n = 0;
+	void *data = NULL;
+	struct obj *o;
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3 || !(o = obj_arg(env, argv[0])) ||
+	    napi_get_value_double(env, argv[1], &off) != napi_ok ||
+	    napi_get_typedarray_info(env, argv[2], &type, &n, &data, NULL, NULL) != napi_ok || type != napi_uint8_array)
+		return ret_int(env, -EINVAL);
+	if (!(off >= 0) || off > (double)o->len || n > o->len - (size_t)off)
+		return ret_int(env, -EFAULT);
+	if (write && !o->writable)
+		return ret_int(env, -EACCES);
+	uint8_t *at = o->base + (size_t)off;
+	return ret_int(env, write ? guarded_copy(at, data, n) : guarded_copy(data, at, n));
+}
+
+static napi_value obj_read(napi_env env, napi_callback_info info)
+{
+	return obj_copy(env, info, 0);
+}
+
+static napi_value obj_write(napi_env env, napi_callback_info info)
+{
+	return obj_copy(env, info, 1);
+}
+
+/* ---- the channel mapping -------------------------------------------------------------------------- */
 
 static void unmap_cb(napi_env env, void *data, void *hint)
 {
@@ -141,7 +306,9 @@ static int export_fn(napi_env env, napi_value exports, const char *name, napi_ca
 NAPI_MODULE_INIT()
 {
 	if (!export_fn(env, exports, "map", map_fd) || !export_fn(env, exports, "ready", ready) ||
-	    !export_fn(env, exports, "pread", do_pread) || !export_fn(env, exports, "pwrite", do_pwrite))
+	    !export_fn(env, exports, "pread", do_pread) || !export_fn(env, exports, "pwrite", do_pwrite) ||
+	    !export_fn(env, exports, "objMap", obj_map) || !export_fn(env, exports, "objUnmap", obj_unmap) ||
+	    !export_fn(env, exports, "objRead", obj_read) || !export_fn(env, exports, "objWrite", obj_write))
 		return NULL;
 	return exports;
 }

@@ -22,6 +22,7 @@ import * as fs from 'node:fs';
 import { fail, hex, IommuError } from '../lib/error.js';
 import type { AddressSpace, PageFrame } from '../mm/types.js';
 import { preadFd, pwriteFd } from './native.js';
+import { SharedObjects } from './shared-objects.js';
 import type { IoctlWindow } from './protocol.js';
 
 export const PAGE_SIZE = 4096;
@@ -184,6 +185,8 @@ export class HostMemory {
   epoch = 0;
   /** The mm of the task making the current request (its mappings are tried first for content). */
   current: HostMm | undefined;
+  /** Client shared objects mapped here, for copies without /proc/<pid>/mem. */
+  readonly sharedObjects = new SharedObjects();
 
   beginRequest(current?: HostMm, gen?: number): void {
     this.epoch++;
@@ -421,6 +424,7 @@ export class HostMemory {
     for (const b of this.backings.values()) if (b.fd >= 0) fs.closeSync(b.fd);
     this.backings.clear();
     this.closeIdleBackings();
+    this.sharedObjects.dropAll();
     this.frames.clear();
   }
 }
@@ -598,11 +602,17 @@ export class HostMm implements AddressSpace {
     return undefined;
   }
 
-  /** Bytes through /proc/<pid>/mem, no protection checks; undefined if the kernel refuses. */
+  /**
+   * Bytes through /proc/<pid>/mem (or a mapping of the shared object there, SharedObjects), no
+   * protection checks; undefined if the kernel refuses.
+   */
   rawIo(addr: bigint, length: number, data: Uint8Array | undefined): Uint8Array | undefined {
     if (this.dead || this.memFd < 0 || addr < 0n || addr + BigInt(length) > TASK_SIZE) return undefined;
-    const at = Number(addr);
     const buf = data ? (length === data.length ? data : data.subarray(0, length)) : new Uint8Array(length);
+    const v = this.lookupVma(this.mappings(), addr);
+    if (v && v.shared && addr + BigInt(length) <= v.end && this.memory.classify(v) === 'shared' && this.memory.sharedObjects.io(this.pid, v, addr, buf, data !== undefined))
+      return data ?? buf;
+    const at = Number(addr);
     let done = 0;
     while (done < length) {
       const part = done === 0 ? buf : buf.subarray(done);

@@ -16,6 +16,12 @@ export interface NativeHelper {
   /** pread/pwrite of the whole array at `pos`: the byte count, or -errno. */
   pread?(fd: number, into: Uint8Array, pos: number): number;
   pwrite?(fd: number, from: Uint8Array, pos: number): number;
+  /** Map [0, length) of a client's shared object: a handle for objRead/objWrite/objUnmap, or -errno. */
+  objMap?(fd: number, length: number, writable: boolean): number;
+  objUnmap?(handle: number): number;
+  /** Copy between the object at `off` and the array: 0, or -errno (-EFAULT past its end, SIGBUS included). */
+  objRead?(handle: number, off: number, into: Uint8Array): number;
+  objWrite?(handle: number, off: number, from: Uint8Array): number;
 }
 
 let native: NativeHelper | null | undefined;

@@ -56,6 +56,8 @@ const DEFAULT_POLLMASK = POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM;
 const MAX_RW_COUNT = 0x7ffff000;
 /** Longest run of channel requests answered back to back before the event loop gets a turn. */
 const SERVE_SLICE_MS = 2;
+/** How long the daemon stays idle before it unmaps the client objects it mapped (SharedObjects). */
+const SHARED_UNMAP_MS = 20;
 /** How many dropped connections a channel request can still be told apart for (EIO, not EBADF). */
 const DROPPED_KEPT = 64;
 
@@ -211,6 +213,7 @@ export class IommufdServer {
     for (const ch of this.channels.values()) ch.close();
     this.channels.clear();
     this.polled.clear();
+    clearTimeout(this.unmapTimer);
     if (this.listening) {
       await new Promise<void>((resolve) => this.server.close(() => resolve()));
       this.listening = false;
@@ -351,7 +354,16 @@ export class IommufdServer {
     this.polled.clear();
     this.hot = false;
     this.procs.memory.closeIdleBackings();
+    // Client objects mapped for copies go a little later: a client pausing between calls (a
+    // doorbell each) would otherwise have them mapped again every time.
+    if (!this.unmapTimer)
+      this.unmapTimer = setTimeout(() => {
+        this.unmapTimer = undefined;
+        if (!this.hot) this.procs.memory.sharedObjects.dropAll();
+      }, SHARED_UNMAP_MS).unref();
   };
+
+  private unmapTimer: NodeJS.Timeout | undefined;
 
   /** The fds of every live connection and of the listening socket (null: rebuild). */
   private socketFds: Int32Array | null = null;

@@ -55,12 +55,16 @@ describe('preload shim + daemon', { skip }, () => {
   });
 
   test('access fd: CREATE_ACCESS, ACCESS_RW (fast and slow path), ACCESS_PAGES, the fd as an object id, close', async () => {
+    const mapsBefore = d.server.procs.memory.sharedObjects.mapsMade;
     const out = await scenario('access');
     assert.match(out, /ok access fd/);
     // The slow path pins and unpins the shared buffer per call; the object stays open only while
     // the daemon is busy (an open file keeps the program's freed memory, huge pages above all).
     await waitFor(() => d.server.procs.memory.idleBackingCount === 0, 'idle backings to be closed');
     assert.equal(d.server.procs.memory.backingCount, 0);
+    // Objects mapped for copies (SharedObjects) go soon after the daemon is idle, for the same reason.
+    if (isRoot() && nativeHelper()?.objMap) assert.ok(d.server.procs.memory.sharedObjects.mapsMade > mapsBefore, 'the shared buffer was mapped for the copies');
+    await waitFor(() => d.server.procs.memory.sharedObjects.count === 0, 'mapped client objects to be unmapped');
   });
 
   test('fork with the inherited fd: fork_gone (EFAULT) and fork_present (the child\'s pins are our shared pages)', async () => {

@@ -1,0 +1,153 @@
+/**
+ * Client shared memory mapped into the daemon. A copy to or from a shared mapping of a client (a
+ * MAP_SHARED anonymous buffer, a memfd, a tmpfs file) is a memcpy into the same pages through a
+ * mapping of that object here, instead of a /proc/<pid>/mem access (several microseconds each,
+ * the largest cost of a small ACCESS_RW). The object is reached through /proc/<pid>/map_files
+ * (which needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE; without it everything goes through
+ * /proc/<pid>/mem as before) and mapped by the native helper, which also does the copies: they are
+ * bounds-checked and a SIGBUS (a page past the object's end) is a failed copy, not a crash.
+ *
+ * Mappings keep their objects alive, so few are kept (least recently used go first) and all are
+ * dropped once the daemon has been idle for a moment (HostMemory.closeIdleBackings). Huge pages are never mapped here (that would take pages
+ * from the pool). Which object an address names comes from the cached /proc/<pid>/maps, as for
+ * every other decision about user memory.
+ */
+import * as fs from 'node:fs';
+import { nativeHelper, type NativeHelper } from './native.js';
+
+/** What the daemon needs to know about one mapping of the client (a line of /proc/<pid>/maps). */
+export interface SharedVma {
+  start: bigint;
+  end: bigint;
+  offset: bigint;
+  dev: string;
+  inode: string;
+}
+
+interface MappedObject {
+  handle: number;
+  fd: number;
+  size: number;
+  writable: boolean;
+}
+
+/** Most objects mapped at once, and most bytes of address space they take. */
+const MAX_OBJECTS = 8;
+const MAX_BYTES = 2 ** 31;
+/** Larger objects are left to /proc/<pid>/mem. */
+const MAX_OBJECT = 2 ** 30;
+
+export class SharedObjects {
+  /** By "dev:inode", least recently used first; null: it cannot be mapped (do not try again until idle). */
+  private readonly objects = new Map<string, MappedObject | null>();
+  private bytes = 0;
+  private readonly helper: NativeHelper | null;
+  /** The mapping the last copy went through (consecutive copies mostly hit the same one). */
+  private lastVma: SharedVma | undefined;
+  private lastObject: MappedObject | null | undefined;
+
+  constructor(enabled = process.env.IOMMUFD_TS_MAP_SHARED !== '0') {
+    const h = enabled ? nativeHelper() : null;
+    this.helper = h?.objMap && h.objRead && h.objWrite && h.objUnmap ? h : null;
+  }
+
+  /** Objects mapped so far (tests, stats). */
+  mapsMade = 0;
+
+  /** Objects mapped now (tests). */
+  get count(): number {
+    let n = 0;
+    for (const o of this.objects.values()) if (o) n++;
+    return n;
+  }
+
+  /**
+   * Copy `buf.length` bytes between `buf` and the object `vma` maps, at user address `addr` of
+   * process `pid` (write: into the object). False when this cannot be done here: the caller then
+   * uses /proc/<pid>/mem.
+   */
+  io(pid: number, vma: SharedVma, addr: bigint, buf: Uint8Array, write: boolean): boolean {
+    const h = this.helper;
+    if (!h) return false;
+    let o: MappedObject | null | undefined;
+    if (vma === this.lastVma) o = this.lastObject;
+    else {
+      const key = `${vma.dev}:${vma.inode}`;
+      o = this.objects.get(key);
+      if (o === undefined) o = this.map(pid, vma, key);
+      else {
+        // Most recently used last.
+        this.objects.delete(key);
+        this.objects.set(key, o);
+      }
+      this.lastVma = vma;
+      this.lastObject = o;
+    }
+    if (!o || (write && !o.writable)) return false;
+    const off = Number(vma.offset + (addr - vma.start));
+    if (off + buf.length > o.size) return false;
+    return (write ? h.objWrite!(o.handle, off, buf) : h.objRead!(o.handle, off, buf)) === 0;
+  }
+
+  private map(pid: number, vma: SharedVma, key: string): MappedObject | null {
+    const h = this.helper!;
+    const path = `/proc/${pid}/map_files/${vma.start.toString(16)}-${vma.end.toString(16)}`;
+    let fd = -1;
+    let writable = true;
+    try {
+      fd = fs.openSync(path, fs.constants.O_RDWR);
+    } catch {
+      writable = false;
+      try {
+        fd = fs.openSync(path, fs.constants.O_RDONLY);
+      } catch {
+        fd = -1;
+      }
+    }
+    let o: MappedObject | null = null;
+    if (fd >= 0) {
+      let size = 0;
+      try {
+        const st = fs.fstatSync(fd);
+        // Still the object the maps named (an address can be remapped in between).
+        if (String(st.ino) === vma.inode) size = st.size;
+      } catch {
+        size = 0;
+      }
+      const handle = size > 0 && size <= MAX_OBJECT ? h.objMap!(fd, size, writable) : -1;
+      if (handle >= 0) {
+        this.mapsMade++;
+        o = { handle, fd, size, writable };
+        this.bytes += size;
+      } else fs.closeSync(fd);
+    }
+    this.objects.set(key, o);
+    this.evict();
+    return o;
+  }
+
+  private evict(): void {
+    let mapped = this.count;
+    for (const [key, o] of this.objects) {
+      if (mapped <= MAX_OBJECTS && this.bytes <= MAX_BYTES) break;
+      if (!o) continue;
+      this.release(o);
+      this.objects.delete(key);
+      mapped--;
+    }
+  }
+
+  private release(o: MappedObject): void {
+    if (o === this.lastObject) this.lastVma = this.lastObject = undefined;
+    this.helper!.objUnmap!(o.handle);
+    fs.closeSync(o.fd);
+    this.bytes -= o.size;
+  }
+
+  /** Unmap everything (the daemon is idle, or shutting down): the objects may go when their clients let go. */
+  dropAll(): void {
+    for (const o of this.objects.values()) if (o) this.release(o);
+    this.objects.clear();
+    this.lastVma = this.lastObject = undefined;
+  }
+}
