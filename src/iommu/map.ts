@@ -63,14 +63,21 @@ export function pickPageSizeBig(
 // configurations) are picked with doubles and 32-bit bit operations: the per-page map loop of a
 // domain filled page by page otherwise spends most of its time making bigints.
 
-/** iova + size and paddr + size at or below this take the number path. */
-const SAFE_END = 1n << 53n;
+/** iova, paddr and size below this take the number path. */
+const HALF_SAFE = 1n << 52n;
 const TWO_32_NUM = 2 ** 32;
 /** 1n << n, precomputed. */
 const POW2: bigint[] = Array.from({ length: 64 }, (_, n) => 1n << BigInt(n));
 
 function numberPath(bitmap: bigint, iova: bigint, paddr: bigint, size: bigint): boolean {
-  return bitmap < TWO_32 && iova + size <= SAFE_END && paddr + size <= SAFE_END;
+  // Each below 2^52, so any sum of two stays exact (compares only: no bigint is made).
+  return bitmap < TWO_32 && iova < HALF_SAFE && paddr < HALF_SAFE && size < HALF_SAFE;
+}
+
+/** BigInt(n), from a table for the small page counts of the per-page map loop. */
+const SMALL_BIGINTS: bigint[] = Array.from({ length: 1025 }, (_, n) => BigInt(n));
+function smallBigInt(n: number): bigint {
+  return n <= 1024 ? SMALL_BIGINTS[n]! : BigInt(n);
 }
 
 /** __fls of a non-zero integer below 2^53. */
@@ -115,20 +122,26 @@ export function iommuMap(domain: IommuDomain, iova: bigint, paddr: bigint, size:
   const ops = domain.ops;
   if (domain.kind !== 'paging' || !ops) fail('EINVAL', `${domain.describe()} is not a paging domain`);
   const bitmap = domain.pgsizeBitmap;
+  const fast = numberPath(bitmap, iova, paddr, size);
+  const bm = fast ? Number(bitmap) : 0;
+  const iv = fast ? Number(iova) : 0;
+  const pa = fast ? Number(paddr) : 0;
+  const sz = fast ? Number(size) : 0;
   const minPage = bitmap & -bitmap;
-  if (((iova | paddr | size) & (minPage - 1n)) !== 0n)
+  const minNum = Number(minPage);
+  const misaligned =
+    fast && minNum !== 0
+      ? iv % minNum !== 0 || pa % minNum !== 0 || sz % minNum !== 0
+      : ((iova | paddr | size) & (minPage - 1n)) !== 0n;
+  if (misaligned)
     fail(
       'EINVAL',
       `iova ${hex(iova)}, paddr ${hex(paddr)} and size ${hex(size)} must be aligned to ${domain.describe()}'s smallest page ${hex(minPage)}`,
     );
   let done = 0n;
   try {
-    if (numberPath(bitmap, iova, paddr, size)) {
+    if (fast) {
       // The common case on numbers; the bigint loop below finishes anything it leaves.
-      const bm = Number(bitmap);
-      const iv = Number(iova);
-      const pa = Number(paddr);
-      const sz = Number(size);
       const mapped = { bytes: 0n };
       for (let d = 0; d < sz; d = Number(done)) {
         const idx = pageShiftNum(bm, iv + d, pa + d, sz - d);
@@ -136,7 +149,8 @@ export function iommuMap(domain: IommuDomain, iova: bigint, paddr: bigint, size:
         const count = Math.floor(pageSpanNum(bm, iv + d, pa + d, sz - d, idx) / 2 ** idx);
         mapped.bytes = 0n;
         try {
-          ops.mapPages(BigInt(iv + d), BigInt(pa + d), POW2[idx]!, BigInt(count), prot, mapped);
+          // The first call (often the only one) passes the caller's bigints on.
+          ops.mapPages(d ? BigInt(iv + d) : iova, d ? BigInt(pa + d) : paddr, POW2[idx]!, smallBigInt(count), prot, mapped);
         } finally {
           done += mapped.bytes;
         }

@@ -1,6 +1,6 @@
 import { fail, hex } from '../lib/error.js';
 import { Lock } from '../lib/lockdep.js';
-import { PAGE_SIZE, alignDown, U64_MAX } from '../lib/u64.js';
+import { PAGE_SIZE, PAGE_SIZE_NUM, alignDown, U64_MAX } from '../lib/u64.js';
 
 const PAGE_MASK = PAGE_SIZE - 1n;
 import type { PageFrame, Task } from '../mm/types.js';
@@ -268,7 +268,9 @@ export class IoptPages {
     while (off < end) {
       const frame = pins.frame(idx);
       if (!frame) throw new Error(`page ${idx} of the container at ${hex(this.uptr)} is not pinned`);
-      const paddr = BigInt(frame.pfn) * PAGE_SIZE + (off & PAGE_MASK);
+      // pfn * 4096 is exact as a double (a power-of-two scaling), so one BigInt does it.
+      const inPage = off & PAGE_MASK;
+      const paddr = inPage ? BigInt(frame.pfn * PAGE_SIZE_NUM) + inPage : BigInt(frame.pfn * PAGE_SIZE_NUM);
       let next = idx + 1;
       if (!pageSized) {
         let pfn = frame.pfn;
@@ -279,7 +281,7 @@ export class IoptPages {
           next++;
         }
       }
-      let runEnd = BigInt(next) * PAGE_SIZE;
+      let runEnd = BigInt(next * PAGE_SIZE_NUM);
       if (runEnd > end) runEnd = end;
       fn(off, paddr, runEnd - off);
       off = runEnd;
