@@ -36,6 +36,9 @@ export interface MockDomainHost {
 /** Slots in the u64 IOVA space (2^64 / 2048): walks wrap at this index as IOVAs wrap at 2^64. */
 const SLOTS = 2 ** 53;
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+const IO_PAGE = Number(MOCK_IO_PAGE_SIZE);
+/** Slots whose IOVA (plus an in-page offset) is below 2^53, exact as a number. */
+const EXACT_SLOTS = 2 ** 53 / IO_PAGE - 1;
 
 /** The page-table index of an IOVA (iova / 2048; exact as a number, being below 2^53). */
 function slot(iova: bigint): number {
@@ -251,7 +254,11 @@ export class MockPagingDomain implements IommuDomain, DomainOps {
           dirty = (ent & MOCK_PFN_DIRTY_IOVA) !== 0;
           if (dirty && clear) c!.flags[i] = ent & ~MOCK_PFN_DIRTY_IOVA;
         }
-        if (dirty) sink?.record(slotIova(s) + offBig, step === 1 ? MOCK_IO_PAGE_SIZE : MOCK_HUGE_PAGE_SIZE);
+        if (dirty && sink) {
+          // s * 2048 is exact as a double; adding off stays exact below 2^53.
+          const at = s < EXACT_SLOTS ? BigInt(s * IO_PAGE + off) : slotIova(s) + offBig;
+          sink.record(at, step === 1 ? MOCK_IO_PAGE_SIZE : MOCK_HUGE_PAGE_SIZE);
+        }
       }
       // s + step, modulo 2^53, without leaving the exact range of a double.
       s = s >= SLOTS - step ? s - (SLOTS - step) : s + step;
