@@ -232,6 +232,13 @@ static int64_t spin_ns = 30000;
 static int64_t chan_pick_ns = 30000;
 static int64_t chan_spin_ns = 300000;
 /*
+ * After ringing: how long to wait for the answer in the channel before blocking on the socket. A
+ * thread blocked in recv takes hundreds of microseconds to wake up in a VM, longer than the daemon
+ * keeps polling a channel after its last request: every later call would then find it not polling
+ * and ring again. Not in the ring-right-away mode below (the CPUs are busy: spinning takes them).
+ */
+static int64_t chan_ring_spin_ns = 1000000;
+/*
  * When the daemon repeatedly fails to pick our requests up in time, the CPUs are busy with other
  * work and spinning only takes CPU from the daemon: then ring the doorbell right away for the
  * next CHAN_BLOCK_CALLS calls, and try spinning again after that.
@@ -323,8 +330,11 @@ static void init(void)
 	const char *cp = getenv("IOMMUFD_TS_CHANNEL_PICK_US");
 	if (cp && *cp)
 		chan_pick_ns = (int64_t)atoi(cp) * 1000;
+	const char *cr = getenv("IOMMUFD_TS_CHANNEL_RING_SPIN_US");
+	if (cr && *cr)
+		chan_ring_spin_ns = (int64_t)atoi(cr) * 1000;
 	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
-		chan_pick_ns = chan_spin_ns = 0; /* spinning would only keep the daemon off the one CPU */
+		chan_pick_ns = chan_spin_ns = chan_ring_spin_ns = 0; /* spinning would only keep the daemon off the one CPU */
 	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 	errno = saved;
 }
@@ -933,7 +943,22 @@ static ssize_t channel_call(volatile uint8_t *ch, int fd, uint32_t type, struct 
 		struct frame_hdr fh = { .len = sizeof(db), .type = FR_DOORBELL };
 		struct iovec dv[2] = { { &fh, sizeof(fh) }, { &db, sizeof(db) } };
 		struct done d;
-		if (sendv_all(fd, dv, 2) || recv_frame(fd, FR_DONE, &d, sizeof(d), NULL, 0) < 0)
+		if (sendv_all(fd, dv, 2))
+			return -1;
+		if (!g_chan_block_left && chan_ring_spin_ns > 0) {
+			/* The answer is stored in the channel before its DONE is sent: wait for it awake. */
+			int64_t t0 = mono_ns();
+			for (unsigned i = 1; __atomic_load_n(&h->resp_seq, __ATOMIC_ACQUIRE) != seq; i++) {
+				if ((i & 15) == 0) {
+					if (mono_ns() - t0 > chan_ring_spin_ns)
+						break;
+					if ((i & 127) == 0)
+						sched_yield();
+				}
+				__builtin_ia32_pause();
+			}
+		}
+		if (recv_frame(fd, FR_DONE, &d, sizeof(d), NULL, 0) < 0)
 			return -1;
 		if (d.status == -ENXIO) {
 			/* The daemon has no channel for us (it dropped it): nothing was run, use the socket. */

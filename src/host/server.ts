@@ -586,6 +586,18 @@ export class IommufdServer {
       this.send(conn, encodeDone(-Errno.ENXIO, d.seq));
       return;
     }
+    // Poll its channel for a while from now on (it is talking), unless it asked not to: set
+    // before the answer is stored, so that its next call, right after, already sees it.
+    if (d.noPoll) {
+      ch.setPolled(false, this.polled.size);
+      this.polled.delete(ch);
+    } else {
+      ch.lastRequest = performance.now();
+      if (!this.polled.has(ch)) {
+        this.polled.add(ch);
+        ch.setPolled(true, this.polled.size);
+      }
+    }
     if (ch.answered !== d.seq) {
       const seq = this.peek(ch);
       if (seq === d.seq) {
@@ -598,17 +610,6 @@ export class IommufdServer {
       return;
     }
     this.send(conn, encodeDone(0, d.seq));
-    if (d.noPoll) {
-      ch.setPolled(false, this.polled.size);
-      this.polled.delete(ch);
-      return;
-    }
-    // It is talking: poll its channel for a while, so the next calls need no doorbell.
-    ch.lastRequest = performance.now();
-    if (!this.polled.has(ch)) {
-      this.polled.add(ch);
-      ch.setPolled(true, this.polled.size);
-    }
   }
 
   private dropConn(conn: Conn, e: unknown): void {
