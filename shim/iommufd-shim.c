@@ -775,27 +775,30 @@ static int connect_daemon(uint32_t kind, int cloexec, uint64_t token)
  * their concurrent calls cannot interleave; the file is still released when the last connection
  * (the last copy in any process) is closed, as the kernel would. Called with rpc_lock held.
  */
-static void own_connection(int fd)
+/* Returns 1 when fd now names a new socket of ours (its inode changed), else 0. */
+static int own_connection(int fd)
 {
 	pid_t owner = fd < FDC_SIZE && __atomic_load_n(&g_fdc_ino[fd], __ATOMIC_ACQUIRE) ? __atomic_load_n(&g_fdc_owner[fd], __ATOMIC_RELAXED)
 									       : socket_owner(fd);
 	if (owner == 0 || owner == g_secret_pid)
-		return;
+		return 0;
 	fdc_forget(fd); /* it is about to become another socket */
 	struct stat st;
 	int fdflags = fcntl(fd, F_GETFD), flflags = fcntl(fd, F_GETFL);
 	if (fdflags < 0 || flflags < 0 || fstat(fd, &st) != 0)
-		return;
+		return 0;
 	int k = connect_daemon_ex(KIND_ATTACH, 1, (uint64_t)st.st_ino, fd);
 	if (k < 0) {
 		dbg("iommufd-shim: pid %d cannot take over fd %d from pid %d: %s\n", (int)g_secret_pid, fd, (int)owner, strerror(errno));
-		return;
+		return 0;
 	}
 	if (flflags & O_NONBLOCK)
 		fcntl(k, F_SETFL, fcntl(k, F_GETFL) | O_NONBLOCK);
-	if (dup3(k, fd, (fdflags & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0)
+	int moved = dup3(k, fd, (fdflags & FD_CLOEXEC) ? O_CLOEXEC : 0) >= 0;
+	if (!moved)
 		dbg("iommufd-shim: dup3: %s\n", strerror(errno));
 	close(k);
+	return moved;
 }
 
 /*
@@ -867,11 +870,10 @@ static inline int64_t mono_ns(void)
  * socket (iov[0] is the frame header, which is not copied). Returns the size of the rest of the
  * answer, or -1 with errno. Called with rpc_lock held.
  */
-static ssize_t channel_call(volatile uint8_t *ch, int fd, uint32_t type, struct iovec *iov, int cnt, void *fixed,
+static ssize_t channel_call(volatile uint8_t *ch, int fd, uint64_t ino, uint32_t type, struct iovec *iov, int cnt, void *fixed,
 			    size_t fixed_len, void *extra, size_t extra_cap)
 {
 	volatile struct chan_hdr *h = (volatile struct chan_hdr *)ch;
-	uint64_t ino = emulated_ino(fd);
 	if (!ino) {
 		errno = EBADF;
 		return -1;
@@ -1145,7 +1147,8 @@ static int pick_window(unsigned long req, unsigned long arg, const uint8_t *inl,
 	return 1;
 }
 
-static int emu_ioctl(int fd, unsigned long req, unsigned long arg)
+/* An ioctl on emulated fd `fd`, whose socket inode (an fstat just now) is `ino`. */
+static int emu_ioctl(int fd, uint64_t ino, unsigned long req, unsigned long arg)
 {
 	int saved = errno;
 	static __thread uint8_t inl[INLINE_MAX];
@@ -1181,7 +1184,8 @@ static int emu_ioctl(int fd, unsigned long req, unsigned long arg)
 
 	pthread_mutex_lock(&rpc_lock);
 	ensure_identity();
-	own_connection(fd);
+	if (own_connection(fd))
+		ino = emulated_ino(fd); /* a socket of our own took its place */
 	int spare = -1;
 	uint64_t token = 0;
 	if (req == IOMMU_FAULT_QUEUE_ALLOC_CMD ||
@@ -1226,7 +1230,7 @@ static int emu_ioctl(int fd, unsigned long req, unsigned long arg)
 	ssize_t got = -1;
 	volatile uint8_t *ch = channel(fd);
 	if (ch)
-		got = channel_call(ch, fd, FR_IOCTL, iov, 4, &res, sizeof(res), dirty, sizeof(dirty));
+		got = channel_call(ch, fd, ino, FR_IOCTL, iov, 4, &res, sizeof(res), dirty, sizeof(dirty));
 	if ((!ch || got == -2) && sendv_all(fd, iov, 4) == 0)
 		got = recv_frame(fd, FR_RESULT, &res, sizeof(res), dirty, sizeof(dirty));
 	int e = errno;
@@ -1271,8 +1275,9 @@ SHIM_EXPORT int ioctl(int fd, unsigned long req, ...)
 	va_start(ap, req);
 	unsigned long arg = va_arg(ap, unsigned long);
 	va_end(ap);
-	if (is_emulated(fd))
-		return emu_ioctl(fd, req, arg);
+	uint64_t ino = emulated_ino(fd);
+	if (ino)
+		return emu_ioctl(fd, ino, req, arg);
 	return real.ioctl(fd, req, arg);
 }
 
