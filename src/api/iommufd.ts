@@ -146,6 +146,8 @@ export class Iommufd {
   readonly ctx: IommufdCtx;
   /** close() was called: the /dev/iommu fd no longer exists (files it handed out stay open). */
   private closed = false;
+  /** Devices bound through bindDevice (the VFIO side): only those can be unbound here. */
+  private readonly boundHere = new WeakSet<object>();
   /** Files this door received (fault queues, access handles), by fd number. */
   readonly fds = new SimpleFdTable(1000);
 
@@ -307,7 +309,9 @@ export class Iommufd {
   bindDevice(dev: IommuDevice): number {
     return this.guard(() => {
       this.assertOpen('VFIO_DEVICE_BIND_IOMMUFD');
-      return deviceBind(this.ctx, dev).id;
+      const idev = deviceBind(this.ctx, dev);
+      this.boundHere.add(idev);
+      return idev.id;
     });
   }
 
@@ -315,6 +319,10 @@ export class Iommufd {
   unbindDevice(devId: number): void {
     this.guard(() => {
       const idev = getDevice(this.ctx, cU32(devId));
+      // Another driver's device (a selftest mock device goes with its IOMMU_TEST_OP_MOCK_DOMAIN
+      // object): unbinding it here would unbind it twice.
+      if (!this.boundHere.has(idev)) fail('ENOENT', `device ${idev.id} was not bound through bindDevice: its own driver unbinds it`);
+      this.boundHere.delete(idev);
       if (idev.attached) deviceDetach(idev);
       deviceUnbind(idev);
     });

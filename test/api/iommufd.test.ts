@@ -151,6 +151,19 @@ describe('typed door attach/detach follow the VFIO device file (vfio_iommufd_phy
     assert.equal(ioasOf(fd, ioas2).iopt.domains.length, 0);
   });
 
+  test('unbindDevice takes only devices bound through bindDevice: a selftest mock device goes with its stdev', () => {
+    const { fd, id, ioas1 } = setup();
+    const mock = fd.testMockDomain(ioas1);
+    throwsErrno(() => fd.unbindDevice(mock.idevId), 'ENOENT');
+    assert.equal(fd.ctx.objects.peek(mock.idevId)?.type, ObjType.DEVICE, 'still bound');
+    fd.destroy(mock.stdevId); // the mock driver unbinds it: no second unbind, no WARN
+    throwsErrno(() => fd.ctx.objects.get(mock.idevId), 'ENOENT');
+    fd.unbindDevice(id);
+    throwsErrno(() => fd.unbindDevice(id), 'ENOENT');
+    fd.close();
+    assert.ok(fd.ctx.released);
+  });
+
   test('detach of a device that is not attached succeeds and changes nothing', () => {
     const { fd, id, idev } = setup();
     const users = idev.users;
