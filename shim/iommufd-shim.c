@@ -235,7 +235,8 @@ static int64_t chan_spin_ns = 300000;
  * After ringing: how long to wait for the answer in the channel before blocking on the socket. A
  * thread blocked in recv takes hundreds of microseconds to wake up in a VM, longer than the daemon
  * keeps polling a channel after its last request: every later call would then find it not polling
- * and ring again. Not in the ring-right-away mode below (the CPUs are busy: spinning takes them).
+ * and ring again. Not in the ring-right-away mode below, nor while the daemon serves other clients
+ * (the CPUs are busy: spinning takes them).
  */
 static int64_t chan_ring_spin_ns = 1000000;
 /*
@@ -947,8 +948,11 @@ static ssize_t channel_call(volatile uint8_t *ch, int fd, uint64_t ino, uint32_t
 		struct done d;
 		if (sendv_all(fd, dv, 2))
 			return -1;
-		if (!g_chan_block_left && chan_ring_spin_ns > 0) {
-			/* The answer is stored in the channel before its DONE is sent: wait for it awake. */
+		if (!g_chan_block_left && chan_ring_spin_ns > 0 && __atomic_load_n(&h->busy, __ATOMIC_RELAXED) <= 1) {
+			/*
+			 * The answer is stored in the channel before its DONE is sent: wait for it awake, unless
+			 * the daemon serves other clients too (their CPU time is the daemon's).
+			 */
 			int64_t t0 = mono_ns();
 			for (unsigned i = 1; __atomic_load_n(&h->resp_seq, __ATOMIC_ACQUIRE) != seq; i++) {
 				if ((i & 15) == 0) {
