@@ -32,8 +32,13 @@ export function chunkKey(index: number): number {
   return Math.floor(index / CHUNK_SLOTS);
 }
 
+/** Empty chunks kept for reuse: a map and unmap of one page in an empty megabyte would otherwise allocate and drop one each time. */
+const SPARE_CHUNKS = 16;
+
 export class MockPageTable {
   private readonly chunks = new Map<number, PteChunk>();
+  /** Dropped chunks, all slots empty (flags 0; stale pfns are never read). */
+  private readonly spare: PteChunk[] = [];
   /** Entries present (the xarray's population). */
   size = 0;
 
@@ -43,7 +48,7 @@ export class MockPageTable {
   chunk(key: number, create = false): PteChunk | undefined {
     let c = this.chunks.get(key);
     if (!c && create) {
-      c = { pfn: new Float64Array(CHUNK_SLOTS), flags: new Uint8Array(CHUNK_SLOTS), used: 0 };
+      c = this.spare.pop() ?? { pfn: new Float64Array(CHUNK_SLOTS), flags: new Uint8Array(CHUNK_SLOTS), used: 0 };
       this.chunks.set(key, c);
     }
     return c;
@@ -53,7 +58,10 @@ export class MockPageTable {
   adjust(key: number, c: PteChunk, n: number): void {
     c.used += n;
     this.size += n;
-    if (c.used === 0) this.chunks.delete(key);
+    if (c.used === 0) {
+      this.chunks.delete(key);
+      if (this.spare.length < SPARE_CHUNKS) this.spare.push(c);
+    }
   }
 
   /** The entry at a slot index, as a fresh object (for the non-hot paths). */
