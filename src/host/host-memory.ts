@@ -128,7 +128,6 @@ export class HostFrame implements PageFrame {
 
   constructor(
     private readonly memory: HostMemory,
-    readonly key: string,
     readonly pfn: number,
     readonly compound: boolean,
     /** Private page: the owning mm and its VA. Shared page: a mm and VA that mapped it. */
@@ -137,6 +136,12 @@ export class HostFrame implements PageFrame {
     /** Shared page: the object and byte offset in it. */
     readonly shared?: { dev: string; inode: string; fileOff: bigint },
   ) {}
+
+  /** The identity, as text (explanations, debugging): (dev, inode, file page) or (mm, VA). */
+  get key(): string {
+    const s = this.shared;
+    return s ? `s${s.dev}:${s.inode}:${(s.fileOff / PAGE).toString(16)}` : `p${this.mm.id}:${this.va.toString(16)}`;
+  }
 
   read(offset: number, length: number): Uint8Array {
     checkSpan(offset, length);
@@ -174,7 +179,11 @@ const IDLE_BACKINGS = 4;
  * `beginRequest()` starts a new request: cached /proc/<pid>/maps are dropped.
  */
 export class HostMemory {
-  private readonly frames = new Map<string, HostFrame>();
+  /** Frames of shared pages: by object ("dev:inode"), then by page index in it. */
+  private readonly frames = new Map<string, Map<number, HostFrame>>();
+  private sharedFrames = 0;
+  /** The object key and page map of each Vma (Vma objects live as long as the cached maps). */
+  private readonly pagesOfVma = new WeakMap<Vma, { key: string; pages: Map<number, HostFrame> }>();
   private readonly backings = new Map<string, Backing>();
   /** Backings no page pins any more, still open (least recently released first). */
   private readonly idleBackings = new Map<string, Backing>();
@@ -200,13 +209,13 @@ export class HostMemory {
   }
 
   get frameCount(): number {
-    return this.frames.size;
+    return this.sharedFrames;
   }
 
   /** Frames holding long-term pins (tests: nothing stays pinned after every file is released). */
   pinnedFrameCount(mms: Iterable<HostMm> = []): number {
     let n = 0;
-    for (const f of this.frames.values()) if (f.pinCount > 0) n++;
+    for (const pages of this.frames.values()) for (const f of pages.values()) if (f.pinCount > 0) n++;
     for (const mm of mms) for (const f of mm.privateFrames.values()) if (f.pinCount > 0) n++;
     return n;
   }
@@ -227,47 +236,62 @@ export class HostMemory {
           const base = va - (va % HUGE_SIZE);
           let head = mm.privateFrames.get(base);
           if (!head) {
-            head = new HostFrame(this, `p${mm.id}:${base.toString(16)}`, this.allocHugeBlock(), true, mm, base);
+            head = new HostFrame(this, this.allocHugeBlock(), true, mm, base);
             mm.privateFrames.set(base, head);
           }
           pfn = head.pfn + Number((va - base) / PAGE);
         } else {
           pfn = this.allocPfn();
         }
-        f = mm.privateFrames.get(va) ?? new HostFrame(this, `p${mm.id}:${va.toString(16)}`, pfn, cls === 'huge-private', mm, va);
+        f = mm.privateFrames.get(va) ?? new HostFrame(this, pfn, cls === 'huge-private', mm, va);
         mm.privateFrames.set(va, f);
       }
       return f;
     }
     const fileOff = vma.offset + (va - vma.start);
-    const key = `s${vma.dev}:${vma.inode}:${(fileOff / PAGE).toString(16)}`;
-    let f = this.frames.get(key);
+    const page = Number(fileOff / PAGE);
+    const pages = this.pagesOf(vma);
+    let f = pages.get(page);
     if (f) f.epoch = this.epoch;
     if (!f) {
       let pfn: number;
       if (cls === 'huge-shared') {
         // All 512 pages of one huge page share one contiguous, aligned pfn block.
         const base = fileOff - (fileOff % HUGE_SIZE);
-        const headKey = `s${vma.dev}:${vma.inode}:${(base / PAGE).toString(16)}`;
-        const head = this.frames.get(headKey);
+        const headPage = Number(base / PAGE);
+        const head = pages.get(headPage);
         const headPfn = head ? head.pfn : this.allocHugeBlock();
-        if (!head && headKey !== key) {
+        if (!head && headPage !== page) {
           const va0 = va - (fileOff - base);
-          this.frames.set(headKey, new HostFrame(this, headKey, headPfn, true, mm, va0, { dev: vma.dev, inode: vma.inode, fileOff: base }));
+          pages.set(headPage, new HostFrame(this, headPfn, true, mm, va0, { dev: vma.dev, inode: vma.inode, fileOff: base }));
+          this.sharedFrames++;
         }
-        pfn = headPfn + Number((fileOff - base) / PAGE);
+        pfn = headPfn + (page - headPage);
       } else {
         pfn = this.allocPfn();
       }
-      f = new HostFrame(this, key, pfn, cls === 'huge-shared', mm, va, { dev: vma.dev, inode: vma.inode, fileOff });
+      f = new HostFrame(this, pfn, cls === 'huge-shared', mm, va, { dev: vma.dev, inode: vma.inode, fileOff });
       f.epoch = this.epoch;
-      this.frames.set(key, f);
+      pages.set(page, f);
+      this.sharedFrames++;
     } else if (mm.alive()) {
       // Remember a live mapping of it, for content access after others go.
       f.mm = mm;
       f.va = va;
     }
     return f;
+  }
+
+  /** The frames of the object `vma` maps, by page index. */
+  private pagesOf(vma: Vma): Map<number, HostFrame> {
+    const known = this.pagesOfVma.get(vma);
+    // Still the object's map (sweep drops the maps of objects with no frames left).
+    if (known && this.frames.get(known.key) === known.pages) return known.pages;
+    const key = known?.key ?? `${vma.dev}:${vma.inode}`;
+    let pages = this.frames.get(key);
+    if (!pages) this.frames.set(key, (pages = new Map()));
+    this.pagesOfVma.set(vma, { key, pages });
+    return pages;
   }
 
   private allocPfn(): number {
@@ -412,10 +436,16 @@ export class HostMemory {
    * reclaimed and refaulted the page).
    */
   sweep(limit = 1 << 18): void {
-    if (this.frames.size <= limit) return;
-    for (const [k, f] of this.frames) {
-      // Huge pages stay: their 512 frames must keep one contiguous block.
-      if (f.pinCount === 0 && !f.compound && f.epoch !== this.epoch) this.frames.delete(k);
+    if (this.sharedFrames <= limit) return;
+    for (const [obj, pages] of this.frames) {
+      for (const [k, f] of pages) {
+        // Huge pages stay: their 512 frames must keep one contiguous block.
+        if (f.pinCount === 0 && !f.compound && f.epoch !== this.epoch) {
+          pages.delete(k);
+          this.sharedFrames--;
+        }
+      }
+      if (!pages.size) this.frames.delete(obj);
     }
   }
 
@@ -426,6 +456,7 @@ export class HostMemory {
     this.closeIdleBackings();
     this.sharedObjects.dropAll();
     this.frames.clear();
+    this.sharedFrames = 0;
   }
 }
 

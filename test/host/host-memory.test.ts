@@ -76,6 +76,33 @@ describe('host memory', () => {
     assert.equal(q3.pfn, q0.pfn + 3);
   });
 
+  test('sweep: past the bound, unpinned shared frames not looked at in this request are forgotten; pinned ones and their identity stay', () => {
+    const memory = new HostMemory();
+    const a = mm(memory);
+    const shm = parseMaps(MAPS)[2]!;
+    const pinned = memory.frameFor(a, shm, 'shared', shm.start);
+    pinned.pinCount++;
+    const loose = memory.frameFor(a, shm, 'shared', shm.start + 0x1000n);
+    assert.equal(loose.key, 's00:01:77:3', 'identity: object and file page (offset 0x2000 + 0x1000)');
+    assert.equal(memory.frameCount, 2);
+    memory.beginRequest();
+    memory.sweep(1);
+    assert.equal(memory.frameCount, 1);
+    assert.equal(memory.frameFor(a, shm, 'shared', shm.start), pinned, 'the pinned frame is still the page');
+    assert.notEqual(memory.frameFor(a, shm, 'shared', shm.start + 0x1000n).pfn, loose.pfn, 'a forgotten page gets a new pfn');
+    // Through another mapping of the same object (a new Vma): still the same frames.
+    const again: Vma = { ...shm };
+    assert.equal(memory.frameFor(a, again, 'shared', again.start), pinned);
+    // Every frame of the object forgotten: its map goes too, and a cached Vma does not keep using it.
+    pinned.pinCount--;
+    memory.beginRequest();
+    memory.sweep(0);
+    assert.equal(memory.frameCount, 0);
+    const fresh = memory.frameFor(a, shm, 'shared', shm.start);
+    assert.notEqual(fresh, pinned);
+    assert.equal(memory.frameFor(a, again, 'shared', again.start), fresh, 'both mappings find the new frame');
+  });
+
   test('pins are counted per identity', () => {
     const memory = new HostMemory();
     const a = mm(memory);
