@@ -401,6 +401,9 @@ export class HostMemory {
    */
   frameIo(f: HostFrame, offset: number, length: number, data: Uint8Array | undefined): Uint8Array | undefined {
     if (f.shared) {
+      // The object mapped here for copies already: a memcpy.
+      const buf = data ? (length === data.length ? data : data.subarray(0, length)) : new Uint8Array(length);
+      if (this.sharedObjects.ioMapped(f.shared.dev, f.shared.inode, Number(f.shared.fileOff) + offset, buf, data !== undefined)) return data ?? buf;
       const b = this.backings.get(`${f.shared.dev}:${f.shared.inode}`);
       if (b && b.fd >= 0 && (!data || b.writable)) {
         // A short or failed transfer (hugetlbfs has no write()) falls back to a mapping.

@@ -89,6 +89,18 @@ export class SharedObjects {
     return (write ? h.objWrite!(o.handle, off, buf) : h.objRead!(o.handle, off, buf)) === 0;
   }
 
+  /**
+   * Copy at byte `off` of object (dev, inode) if it is mapped here already (a frame's content
+   * access: the page is known by its object and offset); false otherwise.
+   */
+  ioMapped(dev: string, inode: string, off: number, buf: Uint8Array, write: boolean): boolean {
+    const h = this.helper;
+    if (!h) return false;
+    const o = this.objects.get(`${dev}:${inode}`);
+    if (!o || (write && !o.writable) || off + buf.length > o.size) return false;
+    return (write ? h.objWrite!(o.handle, off, buf) : h.objRead!(o.handle, off, buf)) === 0;
+  }
+
   private map(pid: number, vma: SharedVma, key: string): MappedObject | null {
     const h = this.helper!;
     const path = `/proc/${pid}/map_files/${vma.start.toString(16)}-${vma.end.toString(16)}`;
