@@ -248,6 +248,7 @@ static int64_t chan_ring_spin_ns = 1000000;
 #define CHAN_BLOCK_CALLS 512
 static unsigned g_chan_misses, g_chan_block_left;
 static int chan_enabled = 1;
+static int stack_shortcut = 1; /* on_live_stack(); IOMMUFD_TS_STACK=0 turns it off */
 static volatile uint8_t *g_chan; /* this process's channel, or NULL */
 static pid_t g_chan_pid; /* the process g_chan (or its failure) belongs to */
 static uint32_t g_chan_seq;
@@ -331,6 +332,8 @@ static void init(void)
 	const char *cp = getenv("IOMMUFD_TS_CHANNEL_PICK_US");
 	if (cp && *cp)
 		chan_pick_ns = (int64_t)atoi(cp) * 1000;
+	const char *st = getenv("IOMMUFD_TS_STACK");
+	stack_shortcut = !(st && *st == '0');
 	const char *cr = getenv("IOMMUFD_TS_CHANNEL_RING_SPIN_US");
 	if (cr && *cr)
 		chan_ring_spin_ns = (int64_t)atoi(cr) * 1000;
@@ -431,9 +434,52 @@ static void allow_daemon_ptrace(int s)
 
 /* ---- self memory, EFAULT-safe -------------------------------------------------------------- */
 
+/*
+ * This thread's stack, [lo, hi) (pthread_getattr_np, once per thread). Memory between our own
+ * frame and its top is the live frames of our callers: mapped, readable and writable. Most ioctl
+ * structs (and ACCESS_RW's buffer in the selftest) are locals there, and copying them needs no
+ * fault-safe system call.
+ */
+static __thread uintptr_t t_stack_lo, t_stack_hi;
+static __thread int t_stack_state; /* 0 unknown, 1 known, -1 unavailable */
+
+static __attribute__((noinline)) int on_live_stack(uint64_t addr, size_t n)
+{
+	if (!t_stack_state) {
+		t_stack_state = -1;
+		if (!stack_shortcut)
+			return 0;
+		pthread_attr_t a;
+		void *base;
+		size_t size;
+		if (pthread_getattr_np(pthread_self(), &a) == 0) {
+			if (pthread_attr_getstack(&a, &base, &size) == 0 && size) {
+				t_stack_lo = (uintptr_t)base;
+				t_stack_hi = (uintptr_t)base + size;
+				t_stack_state = 1;
+			}
+			pthread_attr_destroy(&a);
+		}
+	}
+	if (t_stack_state != 1)
+		return 0;
+	uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
+	/* Not running on the thread's own stack (a coroutine's, a signal stack): no shortcut. */
+	if (fp < t_stack_lo || fp >= t_stack_hi)
+		return 0;
+	return addr >= fp && addr + n >= addr && addr + n <= t_stack_hi;
+}
+
 /* Copy up to n bytes from our own address `addr`; stops at the first inaccessible page. */
 static size_t self_rw(int write, void *local, uint64_t addr, size_t n)
 {
+	if (n && on_live_stack(addr, n)) {
+		if (write)
+			memcpy((void *)(uintptr_t)addr, local, n);
+		else
+			memcpy(local, (const void *)(uintptr_t)addr, n);
+		return n;
+	}
 	enum { MAXV = INLINE_MAX / PAGE_SZ + 2 };
 	struct iovec l, r[MAXV];
 	size_t nv = 0, off = 0;

@@ -229,6 +229,17 @@ describe('preload shim + daemon', { skip }, () => {
     }
   });
 
+  test('structs on a coroutine\'s stack and on an alternate signal stack; the stack shortcut off (IOMMUFD_TS_STACK=0) gives the same results', async () => {
+    const out = await scenario('stacks');
+    assert.match(out, /ok structs on a coroutine stack and an alternate signal stack/);
+    for (const name of ['stacks', 'basic', 'efault', 'access', 'threads']) {
+      const r = await runClient(d, exe, [name], { IOMMUFD_TS_STACK: '0' });
+      assert.equal(r.status, 0, `scenario ${name} without the stack shortcut failed:\n${r.stdout}${r.stderr}`);
+    }
+    await waitFor(() => d.server.stats.open === 0, 'every file to be released');
+    assert.deepEqual(d.server.internalErrors, []);
+  });
+
   test('without the fast channel (IOMMUFD_TS_CHANNEL=0) every call takes the socket, with the same results', async () => {
     const before = { ...d.server.stats };
     for (const name of ['basic', 'efault', 'access', 'fault', 'fork', 'dup']) {

@@ -20,6 +20,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <ucontext.h>
 #include <unistd.h>
 #include "uapi.h"
 
@@ -679,6 +680,55 @@ static void *thread_fn(void *arg)
 	return NULL;
 }
 
+/*
+ * Calls from a coroutine (its stack on the heap, not the thread's) and from a signal handler on
+ * an alternate stack: the shim's shortcut for structs on the live stack must not apply there.
+ */
+static ucontext_t co_main, co_ctx;
+static int co_fd, co_ok;
+static void co_body(void)
+{
+	struct iommu_ioas_alloc a = { .size = sizeof(a) };
+	int r = ioctl(co_fd, IOMMU_IOAS_ALLOC, &a);
+	struct iommu_destroy d = { .size = sizeof(d), .id = a.out_ioas_id };
+	co_ok = r == 0 && a.out_ioas_id != 0 && ioctl(co_fd, IOMMU_DESTROY, &d) == 0 && ioctl(co_fd, IOMMU_DESTROY, &d) == -1 && errno == ENOENT;
+	co_ok = co_ok && ioctl(co_fd, IOMMU_IOAS_ALLOC, (void *)8) == -1 && errno == EFAULT;
+	/* An unmapped page between this (low, heap) stack and the thread's stack: EFAULT, not a crash. */
+	void *gone = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	munmap(gone, 4096);
+	co_ok = co_ok && (uintptr_t)gone > (uintptr_t)&a && ioctl(co_fd, IOMMU_IOAS_ALLOC, gone) == -1 && errno == EFAULT;
+}
+static volatile int sig_ok;
+static void on_usr1(int sig)
+{
+	(void)sig;
+	struct iommu_ioas_alloc a = { .size = sizeof(a) };
+	sig_ok = ioctl(co_fd, IOMMU_IOAS_ALLOC, &a) == 0 && a.out_ioas_id != 0;
+}
+static int t_stacks(void)
+{
+	co_fd = open_iommu();
+	size_t sz = 64 * 1024; /* below malloc's mmap threshold: on the brk heap, under every mapping */
+	char *stack = malloc(sz);
+	CHECK(stack && getcontext(&co_ctx) == 0, "getcontext");
+	co_ctx.uc_stack.ss_sp = stack;
+	co_ctx.uc_stack.ss_size = sz;
+	co_ctx.uc_link = &co_main;
+	makecontext(&co_ctx, co_body, 0);
+	CHECK(swapcontext(&co_main, &co_ctx) == 0, "swapcontext");
+	CHECK(co_ok, "ioctls with their structs on a coroutine's heap stack");
+	free(stack);
+	stack_t ss = { .ss_sp = malloc(SIGSTKSZ * 4), .ss_size = SIGSTKSZ * 4 };
+	CHECK(ss.ss_sp && sigaltstack(&ss, NULL) == 0, "sigaltstack");
+	struct sigaction sa = { .sa_handler = on_usr1, .sa_flags = SA_ONSTACK };
+	sigemptyset(&sa.sa_mask);
+	CHECK(sigaction(SIGUSR1, &sa, NULL) == 0, "sigaction");
+	raise(SIGUSR1);
+	CHECK(sig_ok, "an ioctl from a handler on an alternate signal stack");
+	OK("structs on a coroutine stack and an alternate signal stack");
+	return 0;
+}
+
 static int t_threads(void)
 {
 	g_fd = open_iommu();
@@ -935,6 +985,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "spin")) return t_spin();
 	if (!strcmp(m, "load")) return t_load(argc, argv);
 	if (!strcmp(m, "threads")) return t_threads();
+	if (!strcmp(m, "stacks")) return t_stacks();
 	if (!strcmp(m, "shared")) return t_shared();
 	if (!strcmp(m, "garbage")) return t_garbage();
 	if (!strcmp(m, "spoof")) return t_spoof();
