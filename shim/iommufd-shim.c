@@ -310,6 +310,15 @@ static void atfork_child(void)
 	g_chan_misses = g_chan_block_left = 0;
 }
 
+
+/* A duration in microseconds from the environment, into *ns; unset or empty leaves it. */
+static void env_us(const char *name, int64_t *ns)
+{
+	const char *v = getenv(name);
+	if (v && *v)
+		*ns = (int64_t)atoi(v) * 1000;
+}
+
 static void init(void)
 {
 	int saved = errno;
@@ -321,22 +330,14 @@ static void init(void)
 	}
 	const char *d = getenv("IOMMUFD_TS_SHIM_DEBUG");
 	debug = d && *d && *d != '0';
-	const char *sp = getenv("IOMMUFD_TS_SPIN_US");
-	if (sp && *sp)
-		spin_ns = (int64_t)atoi(sp) * 1000;
+	env_us("IOMMUFD_TS_SPIN_US", &spin_ns);
+	env_us("IOMMUFD_TS_CHANNEL_SPIN_US", &chan_spin_ns);
+	env_us("IOMMUFD_TS_CHANNEL_PICK_US", &chan_pick_ns);
+	env_us("IOMMUFD_TS_CHANNEL_RING_SPIN_US", &chan_ring_spin_ns);
 	const char *ch = getenv("IOMMUFD_TS_CHANNEL");
 	chan_enabled = !(ch && *ch == '0');
-	const char *cs = getenv("IOMMUFD_TS_CHANNEL_SPIN_US");
-	if (cs && *cs)
-		chan_spin_ns = (int64_t)atoi(cs) * 1000;
-	const char *cp = getenv("IOMMUFD_TS_CHANNEL_PICK_US");
-	if (cp && *cp)
-		chan_pick_ns = (int64_t)atoi(cp) * 1000;
 	const char *st = getenv("IOMMUFD_TS_STACK");
 	stack_shortcut = !(st && *st == '0');
-	const char *cr = getenv("IOMMUFD_TS_CHANNEL_RING_SPIN_US");
-	if (cr && *cr)
-		chan_ring_spin_ns = (int64_t)atoi(cr) * 1000;
 	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
 		chan_pick_ns = chan_spin_ns = chan_ring_spin_ns = 0; /* spinning would only keep the daemon off the one CPU */
 	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);

@@ -22,7 +22,7 @@
  * calls, answered by DONE once the RESULT is in the channel.
  */
 import * as fs from 'node:fs';
-import { decodeIoctlAt, FrameType, PROTO_VERSION, ProtocolError, resultSize, writeResult, type IoctlRequest, type ResultFrame } from './protocol.js';
+import { decodeIoctlAt, encodeResult, FrameType, PROTO_VERSION, ProtocolError, resultSize, writeResult, type IoctlRequest, type ResultFrame } from './protocol.js';
 import type { HostTask } from './host-task.js';
 import { nativeHelper } from './native.js';
 
@@ -246,20 +246,7 @@ export class Channel {
     const bytes = this.mem.mappedBytes;
     const view = this.mem.mappedView;
     if (bytes && view) writeResult(bytes, view, CHAN_RESP_OFF, r);
-    else {
-      const b = Buffer.allocUnsafe(size);
-      writeResult(b, new DataView(b.buffer, b.byteOffset, size), 0, r);
-      this.mem.write(CHAN_RESP_OFF, b);
-    }
-    this.mem.setU32(BUSY, busy);
-    this.mem.setU32(RESP_SEQ, seq);
-    this.answered = seq;
-  }
-
-  /** Store the answer to request `seq` (the frame first, then the number that publishes it). */
-  answer(seq: number, frame: Buffer, busy: number): void {
-    if (frame.length > CHAN_RESP_MAX) throw new ProtocolError(`answer of ${frame.length} bytes exceeds ${CHAN_RESP_MAX}`);
-    this.mem.write(CHAN_RESP_OFF, frame);
+    else this.mem.write(CHAN_RESP_OFF, encodeResult(r));
     this.mem.setU32(BUSY, busy);
     this.mem.setU32(RESP_SEQ, seq);
     this.answered = seq;

@@ -167,6 +167,12 @@ export class HostFrame implements PageFrame {
   }
 }
 
+/** The bytes a copy of `length` moves: the first `length` of `data` (a write), or a new array to read into. */
+function ioBuffer(length: number, data: Uint8Array | undefined): Uint8Array {
+  if (!data) return new Uint8Array(length);
+  return length === data.length ? data : data.subarray(0, length);
+}
+
 function checkSpan(offset: number, length: number): void {
   if (offset < 0 || length < 0 || offset + length > PAGE_SIZE) throw new RangeError(`frame access [${offset}, +${length}) beyond 4096`);
 }
@@ -402,7 +408,7 @@ export class HostMemory {
   frameIo(f: HostFrame, offset: number, length: number, data: Uint8Array | undefined): Uint8Array | undefined {
     if (f.shared) {
       // The object mapped here for copies already: a memcpy.
-      const buf = data ? (length === data.length ? data : data.subarray(0, length)) : new Uint8Array(length);
+      const buf = ioBuffer(length, data);
       if (this.sharedObjects.ioMapped(f.shared.dev, f.shared.inode, Number(f.shared.fileOff) + offset, buf, data !== undefined)) return data ?? buf;
       const b = this.backings.get(`${f.shared.dev}:${f.shared.inode}`);
       if (b && b.fd >= 0 && (!data || b.writable)) {
@@ -642,7 +648,7 @@ export class HostMm implements AddressSpace {
    */
   rawIo(addr: bigint, length: number, data: Uint8Array | undefined): Uint8Array | undefined {
     if (this.dead || this.memFd < 0 || addr < 0n || addr + BigInt(length) > TASK_SIZE) return undefined;
-    const buf = data ? (length === data.length ? data : data.subarray(0, length)) : new Uint8Array(length);
+    const buf = ioBuffer(length, data);
     const v = this.lookupVma(this.mappings(), addr);
     if (v && v.shared && addr + BigInt(length) <= v.end && this.memory.classify(v) === 'shared' && this.memory.sharedObjects.io(this.pid, v, addr, buf, data !== undefined))
       return data ?? buf;

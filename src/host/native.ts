@@ -39,30 +39,23 @@ export function nativeHelper(): NativeHelper | null {
   return native;
 }
 
-/** pread of `into.length` bytes at `pos` (a byte offset or a user address): the count, or -1 on any error. */
-export function preadFd(fd: number, into: Uint8Array, pos: number): number {
+/**
+ * pread (write false) or pwrite of the whole array at `pos` (a byte offset or a user address): the
+ * count, or -1 on any error.
+ */
+function fdIo(fd: number, buf: Uint8Array, pos: number, write: boolean): number {
   const h = nativeHelper();
-  if (h?.pread) {
-    const r = h.pread(fd, into, pos);
+  const native = write ? h?.pwrite : h?.pread;
+  if (native) {
+    const r = native(fd, buf, pos);
     return r < 0 ? -1 : r;
   }
   try {
-    return fs.readSync(fd, into, 0, into.length, pos);
+    return write ? fs.writeSync(fd, buf, 0, buf.length, pos) : fs.readSync(fd, buf, 0, buf.length, pos);
   } catch {
     return -1;
   }
 }
 
-/** pwrite of all of `from` at `pos`: the count, or -1 on any error. */
-export function pwriteFd(fd: number, from: Uint8Array, pos: number): number {
-  const h = nativeHelper();
-  if (h?.pwrite) {
-    const r = h.pwrite(fd, from, pos);
-    return r < 0 ? -1 : r;
-  }
-  try {
-    return fs.writeSync(fd, from, 0, from.length, pos);
-  } catch {
-    return -1;
-  }
-}
+export const preadFd = (fd: number, into: Uint8Array, pos: number): number => fdIo(fd, into, pos, false);
+export const pwriteFd = (fd: number, from: Uint8Array, pos: number): number => fdIo(fd, from, pos, true);

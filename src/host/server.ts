@@ -380,7 +380,7 @@ export class IommufdServer {
     if (!helper?.ready) return false;
     if (!this.socketFds) {
       const fds: number[] = [];
-      for (const c of [...this.conns.values()]) {
+      for (const c of this.conns) {
         const fd = handleFd(c.socket);
         if (fd < 0) return false;
         fds.push(fd);
@@ -741,8 +741,10 @@ export class IommufdServer {
     this.send(conn, encodeAck(0));
   }
 
-  /** The task behind a request, or undefined after answering it with the refusal. */
-  /** The task behind a request (`what` names it in explanations: a string, or an ioctl command number). */
+  /**
+   * The task behind a request, or undefined after answering it with the refusal (`what` names the
+   * request in that explanation: a string, or an ioctl command number).
+   */
   private who(conn: Conn, auth: Auth, what: string | number, expected?: HostTask): HostTask | undefined {
     try {
       const task = this.procs.authenticate(auth.pid, auth.secretAddr, auth.secret);
