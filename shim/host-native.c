@@ -23,11 +23,16 @@
  *                                    SIGBUS (a page past the object's end, a file truncated
  *                                    behind our back): that is -EFAULT, never a crash. JavaScript
  *                                    never sees these mappings.
+ *   yield() -> 0                     sched_yield: the daemon polls its clients' channels with
+ *                                    nothing to do; a client that the scheduler put on the
+ *                                    same CPU (a socket wake-up places the woken daemon on its
+ *                                    waker's CPU) then runs instead of waiting for our slice.
  */
 #include <node_api.h>
 #include <stdint.h>
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <string.h>
@@ -296,6 +301,14 @@ static napi_value do_pwrite(napi_env env, napi_callback_info info)
 	return fd_io(env, info, 1);
 }
 
+static napi_value do_yield(napi_env env, napi_callback_info info)
+{
+	(void)info;
+	napi_value out;
+	napi_create_int32(env, sched_yield(), &out);
+	return out;
+}
+
 static int export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb)
 {
 	napi_value fn;
@@ -308,7 +321,8 @@ NAPI_MODULE_INIT()
 	if (!export_fn(env, exports, "map", map_fd) || !export_fn(env, exports, "ready", ready) ||
 	    !export_fn(env, exports, "pread", do_pread) || !export_fn(env, exports, "pwrite", do_pwrite) ||
 	    !export_fn(env, exports, "objMap", obj_map) || !export_fn(env, exports, "objUnmap", obj_unmap) ||
-	    !export_fn(env, exports, "objRead", obj_read) || !export_fn(env, exports, "objWrite", obj_write))
+	    !export_fn(env, exports, "objRead", obj_read) || !export_fn(env, exports, "objWrite", obj_write) ||
+	    !export_fn(env, exports, "yield", do_yield))
 		return NULL;
 	return exports;
 }

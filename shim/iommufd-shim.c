@@ -242,9 +242,11 @@ static int64_t chan_ring_spin_ns = 1000000;
 /*
  * When the daemon repeatedly fails to pick our requests up in time, the CPUs are busy with other
  * work and spinning only takes CPU from the daemon: then ring the doorbell right away for the
- * next CHAN_BLOCK_CALLS calls, and try spinning again after that.
+ * next CHAN_BLOCK_CALLS calls, and try spinning again after that. A few misses in a row are
+ * normal (a garbage collection or compilation in the daemon) and cheap (a doorbell); blocking
+ * for 512 calls is not (each one then waits for a thread to wake up), so it takes 16.
  */
-#define CHAN_MISSES_TO_BLOCK 3
+#define CHAN_MISSES_TO_BLOCK 16
 #define CHAN_BLOCK_CALLS 512
 static unsigned g_chan_misses, g_chan_block_left;
 static int chan_enabled = 1;

@@ -22,6 +22,8 @@ export interface NativeHelper {
   /** Copy between the object at `off` and the array: 0, or -errno (-EFAULT past its end, SIGBUS included). */
   objRead?(handle: number, off: number, into: Uint8Array): number;
   objWrite?(handle: number, off: number, from: Uint8Array): number;
+  /** sched_yield (0, or -1). */
+  yield?(): number;
 }
 
 let native: NativeHelper | null | undefined;

@@ -99,6 +99,11 @@ export interface ServerOptions {
    * before going back to the event loop (default 40; 0: do not wait).
    */
   serveSpinMicros?: number;
+  /**
+   * Yield the CPU (sched_yield) in polling rounds that find nothing (default true; needs the
+   * native helper; IOMMUFD_TS_YIELD=0 turns it off).
+   */
+  yieldCpu?: boolean;
   /** Capabilities every client holds in the emulated kernel (HostProcessesOptions.grantCaps). */
   grantCaps?: readonly Capability[];
 }
@@ -145,6 +150,8 @@ export interface ServerStats {
   channelRequests: number;
   /** Channel requests answered in the event-loop round that found them (sockets quiet). */
   servedAtOnce: number;
+  /** Polling rounds that found nothing and yielded the CPU (sched_yield). */
+  yields: number;
   doorbells: number;
   channels: number;
 }
@@ -171,7 +178,7 @@ export class IommufdServer {
   private readonly replyTo: { ch: Channel | null; seq: number; sent: boolean } = { ch: null, seq: 0, sent: false };
   /** Exceptions that escaped the emulator while serving (bugs); the daemon keeps running. */
   readonly internalErrors: unknown[] = [];
-  readonly stats: ServerStats = { connections: 0, open: 0, requests: 0, ioctls: 0, protocolErrors: 0, rejected: 0, channelRequests: 0, servedAtOnce: 0, doorbells: 0, channels: 0 };
+  readonly stats: ServerStats = { connections: 0, open: 0, requests: 0, ioctls: 0, protocolErrors: 0, rejected: 0, channelRequests: 0, servedAtOnce: 0, yields: 0, doorbells: 0, channels: 0 };
 
   constructor(private readonly options: ServerOptions) {
     this.procs = new HostProcesses({ uid: options.uid, grantCaps: options.grantCaps });
@@ -330,6 +337,7 @@ export class IommufdServer {
       now = performance.now();
     }
     if (found) this.lastActivity = now;
+    else this.yieldCpu();
     const window = (this.polled.size ? (this.options.channelPollMicros ?? 500) : (this.options.spinMicros ?? 200)) / 1000;
     if (this.listening && (found || now - this.lastActivity < window)) {
       setImmediate(this.tick);
@@ -421,11 +429,27 @@ export class IommufdServer {
       }
       // The clock is read every few rounds while nothing comes (a read costs about as much as a round).
       if (!served && (i & 7) !== 7) continue;
+      if (!served) this.yieldCpu();
       const now = performance.now();
       if (served) deadline = now + waitMs;
       if (now >= deadline || now - start >= SERVE_SLICE_MS) return;
     }
   }
+
+  /**
+   * Polling with nothing to do: let a client that shares our CPU run. A socket wake-up (a
+   * doorbell) places the woken daemon on the waker's CPU, and a client then waiting for its
+   * answer awake would otherwise wait for our time slice to end (hundreds of microseconds) while
+   * the other CPU idles.
+   */
+  private yieldCpu(): void {
+    this.yielder ??= (this.options.yieldCpu !== false && process.env.IOMMUFD_TS_YIELD !== '0' && nativeHelper()?.yield) || null;
+    if (!this.yielder) return;
+    this.yielder();
+    this.stats.yields++;
+  }
+
+  private yielder: (() => number) | null | undefined;
 
   private markSeen(ch: Channel, seq: number): void {
     try {

@@ -6,6 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { compile, cleanupBuilds, haveCompiler, REPO } from './helpers.js';
+import { nativeHelper } from '../../src/host/native.js';
 
 const skip = haveCompiler() ? false : 'no C compiler';
 
@@ -83,5 +84,35 @@ describe('iommufd-ts run', { skip }, () => {
     assert.match(r.stdout, /^drwx------ /m);
     assert.equal(fs.existsSync(path.dirname(socket!)), false);
     assert.equal(process.env.LD_PRELOAD?.includes('iommufd') ?? false, false);
+  });
+
+  test('on one CPU the daemon yields while it polls: the program gets the CPU and its calls are answered through the channel, not by doorbells', (t) => {
+    // A doorbell wakes the daemon on the caller's CPU. Without yielding, the daemon's polling kept
+    // a program waiting for its answer off that CPU until the daemon went idle, and every call
+    // then rang (about 0.7 ms each on a VM).
+    const taskset = spawnSync('taskset', ['-c', '0', 'true']);
+    if (taskset.status !== 0 || !nativeHelper()?.yield) {
+      t.skip(taskset.status !== 0 ? 'no taskset' : 'no native helper');
+      return;
+    }
+    const runOnCpu0 = (env: Record<string, string>) => {
+      const r = spawnSync('taskset', ['-c', '0', process.execPath, '--import', 'tsx', path.join(REPO, 'src/cli/main.ts'), 'run', '--', exe, 'load', '2000'], {
+        encoding: 'utf8',
+        timeout: 120_000,
+        cwd: REPO,
+        env: { ...process.env, IOMMUFD_TS_STATS: '1', ...env },
+      });
+      assert.equal(r.status, 0, r.stdout + r.stderr);
+      const m = /iommufd-ts: daemon stats (\{.*\})/.exec(r.stderr);
+      assert.ok(m, r.stderr);
+      return JSON.parse(m[1]!) as { ioctls: number; doorbells: number; yields: number };
+    };
+    const on = runOnCpu0({});
+    assert.ok(on.ioctls > 2000, JSON.stringify(on));
+    assert.ok(on.yields > 0, JSON.stringify(on));
+    assert.ok(on.doorbells < on.ioctls / 4, `yielding: ${JSON.stringify(on)}`);
+    const off = runOnCpu0({ IOMMUFD_TS_YIELD: '0' });
+    assert.equal(off.yields, 0);
+    assert.ok(off.doorbells > off.ioctls / 2, `not yielding: ${JSON.stringify(off)}`);
   });
 });
