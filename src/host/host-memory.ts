@@ -19,6 +19,7 @@
  *   shmem page stays reachable after the process that pinned it has gone (selftest fork_gone).
  */
 import * as fs from 'node:fs';
+import { allocBytes, copyBytes } from '../lib/bytes.js';
 import { fail, hex, IommuError } from '../lib/error.js';
 import type { AddressSpace, PageFrame } from '../mm/types.js';
 import { preadFd, pwriteFd } from './native.js';
@@ -150,7 +151,7 @@ export class HostFrame implements PageFrame {
       this.remember(offset, got);
       return got;
     }
-    const out = new Uint8Array(length);
+    const out = allocBytes(length);
     if (this.snapshot) out.set(this.snapshot.subarray(offset, offset + length));
     return out;
   }
@@ -169,7 +170,7 @@ export class HostFrame implements PageFrame {
 
 /** The bytes a copy of `length` moves: the first `length` of `data` (a write), or a new array to read into. */
 function ioBuffer(length: number, data: Uint8Array | undefined): Uint8Array {
-  if (!data) return new Uint8Array(length);
+  if (!data) return allocBytes(length);
   return length === data.length ? data : data.subarray(0, length);
 }
 
@@ -417,7 +418,7 @@ export class HostMemory {
         if (data) {
           if (pwriteFd(b.fd, length === data.length ? data : data.subarray(0, length), pos) === length) return data;
         } else {
-          const out = new Uint8Array(length);
+          const out = allocBytes(length);
           if (preadFd(b.fd, out, pos) === length) return out;
         }
       }
@@ -742,13 +743,13 @@ export class InlineUser {
     private readonly writableLen: number,
     window?: IoctlWindow,
   ) {
-    this.bytes = new Uint8Array(inline);
+    this.bytes = copyBytes(inline);
     if (window) {
       const end = window.addr + BigInt(window.size);
       // A window over the struct itself (the shim never sends one) would be a second copy of its bytes.
       const apart = end <= base || window.addr >= base + BigInt(inline.length);
       if (apart && end <= TASK_SIZE) {
-        const bytes = new Uint8Array(window.size);
+        const bytes = allocBytes(window.size);
         bytes.set(window.bytes);
         this.win = { addr: window.addr, bytes, readLen: window.bytes.length, writable: window.writable, dirtyLo: Infinity, dirtyHi: -1 };
       }
@@ -802,19 +803,19 @@ export class InlineUser {
     // The common case, the struct itself: number arithmetic once the offset is known to be small.
     if (off >= 0n && off <= BigInt(n)) {
       const o = Number(off);
-      if (o + length <= n) return this.bytes.slice(o, o + length);
+      if (o + length <= n) return copyBytes(this.bytes, o, o + length);
     }
     if (this.win) {
       const o = this.inWindow(addr, length);
       // Inside what arrived, or inside what this call wrote there.
       if (o >= 0 && (o + length <= this.win!.readLen || (o >= this.win!.dirtyLo && o + length <= this.win!.dirtyHi)))
-        return this.win!.bytes.slice(o, o + length);
+        return copyBytes(this.win!.bytes, o, o + length);
       if (o >= 0) this.retireWindow();
     }
     const end = off + BigInt(length);
     if (end <= 0n || off >= BigInt(n)) return this.mm.copyFromUser(addr, length);
     // Straddles the inline window: the rest comes from the process.
-    const out = new Uint8Array(length);
+    const out = allocBytes(length);
     for (let i = 0; i < length; ) {
       const a = off + BigInt(i);
       if (a >= 0n && a < BigInt(n)) {

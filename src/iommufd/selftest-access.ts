@@ -4,6 +4,7 @@
  * fd number is the handle of the other access ops; closing it unpins everything and destroys the
  * access. Pinned ranges are "items" with per-access ids counted from 0.
  */
+import { allocBytes } from '../lib/bytes.js';
 import { fail, hex, IommuError } from '../lib/error.js';
 import { Lock } from '../lib/lockdep.js';
 import { PAGE_SIZE, U64_MAX } from '../lib/u64.js';
@@ -216,7 +217,7 @@ export function testAccessRw(_ctx: IommufdCtx, ucmd: Ucmd<IommuTestCmdAccessRw>)
   const st = staccessOf(ucmd.fds, cmd.id);
   const write = (cmd.flags & MOCK_ACCESS_RW_WRITE) !== 0;
   const length = Number(cmd.length);
-  const tmp = write && length ? ucmd.user.copyFromUser(cmd.uptr, length) : new Uint8Array(length);
+  const tmp = write && length ? ucmd.user.copyFromUser(cmd.uptr, length) : allocBytes(length);
   let iova = cmd.iova;
   if (cmd.flags & MOCK_FLAGS_ACCESS_SYZ) iova = syzConvIova(st.access!, cmd.iova);
   st.access!.rw(iova, tmp, cmd.flags, ucmd.task.mm);

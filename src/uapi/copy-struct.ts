@@ -7,6 +7,7 @@
  * the kernel does not understand is zero (E2BIG otherwise), and it is checked before anything is
  * copied. Write-back never goes past min(user size, sizeof).
  */
+import { allocBytes } from '../lib/bytes.js';
 import type { UserAccess } from '../iommufd/ucmd.js';
 import { Errno } from '../lib/errno.js';
 import { fail, hex, isIommuError } from '../lib/error.js';
@@ -95,7 +96,7 @@ export function copyStructFromUser(
   }
   // copyFromUser hands back a new array of exactly n bytes: it is the kernel copy when it is whole.
   if (head && n === ksize) return head;
-  const kbuf = new Uint8Array(ksize);
+  const kbuf = allocBytes(ksize);
   if (head) kbuf.set(head);
   return kbuf;
 }
