@@ -175,10 +175,10 @@ export class IoPagetable {
   mapPages(slices: readonly PagesSlice[], length: bigint, iova: bigint | undefined, prot: number): bigint {
     const areas: IoptArea[] = [];
     let dst: bigint;
+    const refusal = this.lengthRefusal(length);
+    if (refusal) fail('EINVAL', refusal);
     this.iovaRwsem.lock();
     try {
-      if (length === 0n || length & (this.iovaAlignment - 1n))
-        fail('EINVAL', `length ${hex(length)} is 0 or not a multiple of the IOAS's iova_alignment ${hex(this.iovaAlignment)}`);
       if (iova === undefined) {
         const first = slices[0]!;
         dst = this.allocIova(first.pages.uptr + first.startByte, length);
@@ -217,6 +217,13 @@ export class IoPagetable {
       this.domainsRwsem.unlock();
     }
     return dst;
+  }
+
+  /** Why a mapping of `length` bytes is refused here (the first check of iopt_alloc_area_pages), or undefined. */
+  lengthRefusal(length: bigint): string | undefined {
+    if (length === 0n || length & (this.iovaAlignment - 1n))
+      return `length ${hex(length)} is 0 or not a multiple of the IOAS's iova_alignment ${hex(this.iovaAlignment)}`;
+    return undefined;
   }
 
   private insertArea(s: PagesSlice, iova: bigint, prot: number): IoptArea {

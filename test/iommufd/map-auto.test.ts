@@ -161,3 +161,18 @@ test('with nothing free, ENOSPC names the length and the alignment', () => {
   fd.testAddReserved(id, 1n << 63n, 1n << 63n);
   throwsErrno(() => map(B0, PAGE), 'ENOSPC', /length 0x1000 aligned to 0x1000/);
 });
+
+test('a length that is not a multiple of iova_alignment is EINVAL, after the user-range checks, and leaves nothing behind (auto and fixed)', () => {
+  const { fd, id, map } = setup();
+  fd.testMockDomain(id); // iova_alignment becomes the mock page size, 2 KiB
+  assert.equal(fd.iovaRanges(id).alignment, 0x800n);
+  for (let i = 0; i < 50; i++) {
+    throwsErrno(() => map(B0, 0x1000n + BigInt(i) + 1n), 'EINVAL', /is 0 or not a multiple of the IOAS's iova_alignment 0x800/);
+    throwsErrno(() => fd.ioasMap({ ioasId: id, userVa: B0, length: 0x7ffn, iova: 0x10_0000n }), 'EINVAL', /iova_alignment 0x800/);
+  }
+  // iopt_alloc_pages comes first: an overflowing user range is EOVERFLOW even with a bad length.
+  throwsErrno(() => map(0xffff_ffff_ffff_f000n, 0x1001n), 'EOVERFLOW', /overflows 64 bits/);
+  assert.deepEqual(areasOf(fd, id), []);
+  assert.equal(map(B0, 0x1000n), 0x100_0000n); // the mock aperture starts at 16 MiB
+  assert.equal(areasOf(fd, id).length, 1);
+});
