@@ -49,6 +49,7 @@ import {
   type Verdict,
   type VariantRun,
 } from './verdicts.js';
+import { nodeFlagsOf } from './cli-flags.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(HERE, '..');
@@ -56,6 +57,8 @@ const BUILD = process.env['CONFORMANCE_BUILD'] ?? join(REPO, 'build', 'conforman
 const RESULTS = join(BUILD, 'results');
 // CONFORMANCE_CLI: another iommufd-ts entry point (to exercise the driver itself).
 const CLI = process.env['CONFORMANCE_CLI'] ?? join(REPO, 'bin', 'iommufd-ts.js');
+/** The node flags of the CLI's `#!/usr/bin/env -S node FLAGS` line: the selftest runs it as an installed command would. */
+const CLI_NODE_FLAGS = nodeFlagsOf(CLI);
 const ORACLE_SCRIPTS = process.env['IOMMUFD_ORACLE_SCRIPTS'] ?? join(REPO, '..', 'shared', 'oracle');
 const VARIANTS = ['iommufd', 'iommufd.asis'] as const;
 const VARIANT_TITLE: Record<string, string> = {
@@ -187,6 +190,7 @@ async function runVariant(variant: string, binary: string, o: Options): Promise<
   // The program's stderr (the harness's assertion messages) goes into the same pipe as its TAP,
   // in order, as in the oracle's .tap files; the emulator's own stderr stays in VARIANT.err.
   const args = [
+    ...CLI_NODE_FLAGS,
     CLI,
     'run',
     ...(o.trace ? ['--trace', `${base}.trace`] : []),
