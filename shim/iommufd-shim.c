@@ -236,9 +236,10 @@ static int64_t chan_spin_ns = 300000;
  * thread blocked in recv takes hundreds of microseconds to wake up in a VM, longer than the daemon
  * keeps polling a channel after its last request: every later call would then find it not polling
  * and ring again. Not in the ring-right-away mode below, nor while the daemon serves other clients
- * (the CPUs are busy: spinning takes them).
+ * (the CPUs are busy: spinning takes them). 3 ms covers the daemon's garbage collections (up to
+ * about 2 ms), the commonest reason for a missed pick-up.
  */
-static int64_t chan_ring_spin_ns = 1000000;
+static int64_t chan_ring_spin_ns = 3000000;
 /*
  * When the daemon repeatedly fails to pick our requests up in time, the CPUs are busy with other
  * work and spinning only takes CPU from the daemon: then ring the doorbell right away for the
