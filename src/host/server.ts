@@ -96,7 +96,7 @@ export interface ServerOptions {
   serveAtOnce?: boolean;
   /**
    * After a request answered at once, keep looking for the next one this many microseconds
-   * before going back to the event loop (default 40; 0: do not wait).
+   * before going back to the event loop (default 200; 0: do not wait). A round of the event loop costs more than a call: a request that arrives during one waits for it.
    */
   serveSpinMicros?: number;
   /**
@@ -408,7 +408,7 @@ export class IommufdServer {
    * event loop.
    */
   private serveWhileQuiet(): void {
-    const waitMs = (this.options.serveSpinMicros ?? 40) / 1000;
+    const waitMs = (this.options.serveSpinMicros ?? 200) / 1000;
     if (waitMs <= 0) return;
     const start = performance.now();
     let deadline = start + waitMs;
