@@ -96,7 +96,8 @@ export interface ServerOptions {
   serveAtOnce?: boolean;
   /**
    * After a request answered at once, keep looking for the next one this many microseconds
-   * before going back to the event loop (default 200; 0: do not wait). A round of the event loop costs more than a call: a request that arrives during one waits for it.
+   * before going back to the event loop (default 200; 0: do not wait). A round of the event loop
+   * costs more than a call: a request that arrives during one waits for it.
    */
   serveSpinMicros?: number;
   /**
