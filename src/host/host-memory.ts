@@ -46,6 +46,9 @@ export interface Vma {
   dev: string;
   inode: string;
   path: string;
+  /** classify() and needsDirtyTracking() of this line, computed once (a Vma never changes). */
+  cls?: VmaClass;
+  dirtyTracked?: boolean;
 }
 
 export function parseMaps(text: string): Vma[] {
@@ -83,6 +86,11 @@ export function parseMaps(text: string): Vma[] {
 
 type VmaClass = 'private' | 'shared' | 'huge-shared' | 'huge-private' | 'special';
 
+/** "dev:inode": the shared object a mapping maps. */
+function objectKey(vma: Vma): string {
+  return `${vma.dev}:${vma.inode}`;
+}
+
 /** Filesystem types by device, from /proc/self/mountinfo (device numbers as maps prints them). */
 function loadFsTypes(): Map<string, string> {
   const m = new Map<string, string>();
@@ -100,6 +108,14 @@ function loadFsTypes(): Map<string, string> {
     /* no mountinfo: classify by path only */
   }
   return m;
+}
+
+/** A shared page: its object and the byte offset in it; `key` is "dev:inode" (computed once). */
+interface SharedIdentity {
+  dev: string;
+  inode: string;
+  key: string;
+  fileOff: bigint;
 }
 
 /** The window of an InlineUser: `bytes` holds `readLen` bytes that arrived, then what the call staged. */
@@ -134,8 +150,8 @@ export class HostFrame implements PageFrame {
     /** Private page: the owning mm and its VA. Shared page: a mm and VA that mapped it. */
     public mm: HostMm,
     public va: bigint,
-    /** Shared page: the object and byte offset in it. */
-    readonly shared?: { dev: string; inode: string; fileOff: bigint },
+    /** Shared page: the object ("dev:inode" in `key`) and byte offset in it. */
+    readonly shared?: SharedIdentity,
   ) {}
 
   /** The identity, as text (explanations, debugging): (dev, inode, file page) or (mm, VA). */
@@ -270,14 +286,14 @@ export class HostMemory {
         const headPfn = head ? head.pfn : this.allocHugeBlock();
         if (!head && headPage !== page) {
           const va0 = va - (fileOff - base);
-          pages.set(headPage, new HostFrame(this, headPfn, true, mm, va0, { dev: vma.dev, inode: vma.inode, fileOff: base }));
+          pages.set(headPage, new HostFrame(this, headPfn, true, mm, va0, { dev: vma.dev, inode: vma.inode, key: objectKey(vma), fileOff: base }));
           this.sharedFrames++;
         }
         pfn = headPfn + (page - headPage);
       } else {
         pfn = this.allocPfn();
       }
-      f = new HostFrame(this, pfn, cls === 'huge-shared', mm, va, { dev: vma.dev, inode: vma.inode, fileOff });
+      f = new HostFrame(this, pfn, cls === 'huge-shared', mm, va, { dev: vma.dev, inode: vma.inode, key: objectKey(vma), fileOff });
       f.epoch = this.epoch;
       pages.set(page, f);
       this.sharedFrames++;
@@ -294,7 +310,7 @@ export class HostMemory {
     const known = this.pagesOfVma.get(vma);
     // Still the object's map (sweep drops the maps of objects with no frames left).
     if (known && this.frames.get(known.key) === known.pages) return known.pages;
-    const key = known?.key ?? `${vma.dev}:${vma.inode}`;
+    const key = known?.key ?? objectKey(vma);
     let pages = this.frames.get(key);
     if (!pages) this.frames.set(key, (pages = new Map()));
     this.pagesOfVma.set(vma, { key, pages });
@@ -316,6 +332,10 @@ export class HostMemory {
   }
 
   classify(vma: Vma): VmaClass {
+    return (vma.cls ??= this.classifyLine(vma));
+  }
+
+  private classifyLine(vma: Vma): VmaClass {
     const p = vma.path;
     if (p.startsWith('[') && p !== '[heap]' && !p.startsWith('[stack') && !p.startsWith('[anon')) return 'special';
     this.fsTypes ??= loadFsTypes();
@@ -326,6 +346,10 @@ export class HostMemory {
 
   /** Whether a shared file mapping needs dirty tracking (6.x refuses FOLL_LONGTERM|FOLL_WRITE on it). */
   needsDirtyTracking(vma: Vma): boolean {
+    return (vma.dirtyTracked ??= this.dirtyTrackedLine(vma));
+  }
+
+  private dirtyTrackedLine(vma: Vma): boolean {
     if (!vma.shared || vma.inode === '0') return false;
     const p = vma.path;
     if (p.startsWith('/dev/zero') || p.startsWith('/SYSV') || p.startsWith('/memfd:') || p.startsWith('/anon_hugepage')) return false;
@@ -338,7 +362,7 @@ export class HostMemory {
   /** A pin was taken on a shared frame: hold its backing object open (when /proc allows). */
   pinBacking(f: HostFrame, vma: Vma): void {
     if (!f.shared) return;
-    const k = `${f.shared.dev}:${f.shared.inode}`;
+    const k = f.shared.key;
     let b = this.backings.get(k);
     if (!b) {
       b = this.idleBackings.get(k);
@@ -369,7 +393,7 @@ export class HostMemory {
 
   unpinBacking(f: HostFrame): void {
     if (!f.shared) return;
-    const k = `${f.shared.dev}:${f.shared.inode}`;
+    const k = f.shared.key;
     const b = this.backings.get(k);
     if (!b) return;
     if (--b.pins === 0) {
@@ -410,8 +434,8 @@ export class HostMemory {
     if (f.shared) {
       // The object mapped here for copies already: a memcpy.
       const buf = ioBuffer(length, data);
-      if (this.sharedObjects.ioMapped(f.shared.dev, f.shared.inode, Number(f.shared.fileOff) + offset, buf, data !== undefined)) return data ?? buf;
-      const b = this.backings.get(`${f.shared.dev}:${f.shared.inode}`);
+      if (this.sharedObjects.ioMapped(f.shared.key, Number(f.shared.fileOff) + offset, buf, data !== undefined)) return data ?? buf;
+      const b = this.backings.get(f.shared.key);
       if (b && b.fd >= 0 && (!data || b.writable)) {
         // A short or failed transfer (hugetlbfs has no write()) falls back to a mapping.
         const pos = Number(f.shared.fileOff) + offset;
@@ -594,7 +618,13 @@ export class HostMm implements AddressSpace {
     return this.mapsReadEpoch === this.memory.epoch;
   }
 
+  /** The line lookupVma found last, and the maps it is in (consecutive copies mostly hit one mapping). */
+  private lastVma: Vma | undefined;
+  private lastVmaOf: Vma[] | undefined;
+
   private lookupVma(maps: Vma[], addr: bigint): Vma | undefined {
+    const last = this.lastVma;
+    if (last && this.lastVmaOf === maps && addr >= last.start && addr < last.end) return last;
     let lo = 0;
     let hi = maps.length - 1;
     while (lo <= hi) {
@@ -602,7 +632,11 @@ export class HostMm implements AddressSpace {
       const v = maps[mid]!;
       if (addr < v.start) hi = mid - 1;
       else if (addr >= v.end) lo = mid + 1;
-      else return v;
+      else {
+        this.lastVma = v;
+        this.lastVmaOf = maps;
+        return v;
+      }
     }
     return undefined;
   }

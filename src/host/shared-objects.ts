@@ -90,13 +90,13 @@ export class SharedObjects {
   }
 
   /**
-   * Copy at byte `off` of object (dev, inode) if it is mapped here already (a frame's content
+   * Copy at byte `off` of object `key` ("dev:inode") if it is mapped here already (a frame's content
    * access: the page is known by its object and offset); false otherwise.
    */
-  ioMapped(dev: string, inode: string, off: number, buf: Uint8Array, write: boolean): boolean {
+  ioMapped(key: string, off: number, buf: Uint8Array, write: boolean): boolean {
     const h = this.helper;
     if (!h) return false;
-    const o = this.objects.get(`${dev}:${inode}`);
+    const o = this.objects.get(key);
     if (!o || (write && !o.writable) || off + buf.length > o.size) return false;
     return (write ? h.objWrite!(o.handle, off, buf) : h.objRead!(o.handle, off, buf)) === 0;
   }

@@ -71,9 +71,9 @@ describe('SharedObjects', { skip }, () => {
       assert.equal(await c.ask('dump'), 'ab cd', 'the client sees the writes');
       // By object and offset (a frame's content): the same bytes, once mapped; nothing otherwise.
       const byObj = new Uint8Array(1);
-      assert.ok(so.ioMapped(v.dev, v.inode, Number(v.offset) + 4096, byObj, false));
+      assert.ok(so.ioMapped(`${v.dev}:${v.inode}`, Number(v.offset) + 4096, byObj, false));
       assert.equal(byObj[0], 0xcd);
-      assert.equal(new SharedObjects().ioMapped(v.dev, v.inode, 0, byObj, false), false, 'not mapped there');
+      assert.equal(new SharedObjects().ioMapped(`${v.dev}:${v.inode}`, 0, byObj, false), false, 'not mapped there');
       assert.equal(so.io(c.p.pid!, v, c.end - 2n, new Uint8Array(4), false), false, 'past the object: not here');
       so.dropAll();
       assert.equal(so.count, 0);
