@@ -814,6 +814,8 @@ export class InlineUser {
   private inWindow(addr: bigint, length: number): number {
     const w = this.win;
     if (!w) return -1;
+    // The common case, an access of the buffer from its start: no BigInt arithmetic.
+    if (addr === w.addr && length <= w.bytes.length) return 0;
     const off = addr - w.addr;
     if (off >= 0n && off <= BigInt(w.bytes.length)) {
       const o = Number(off);
@@ -833,8 +835,9 @@ export class InlineUser {
   copyFromUser(addr: bigint, length: number): Uint8Array {
     if (length === 0) return new Uint8Array(0);
     const n = this.bytes.length;
+    // The common case, the struct itself: no BigInt arithmetic when it is read from its start.
+    if (addr === this.base && length <= n) return copyBytes(this.bytes, 0, length);
     const off = addr - this.base;
-    // The common case, the struct itself: number arithmetic once the offset is known to be small.
     if (off >= 0n && off <= BigInt(n)) {
       const o = Number(off);
       if (o + length <= n) return copyBytes(this.bytes, o, o + length);
@@ -868,6 +871,14 @@ export class InlineUser {
 
   copyToUser(addr: bigint, data: Uint8Array): void {
     if (data.length === 0) return;
+    const w0 = this.win;
+    // The common case of a window, a write of it from its start (it never overlaps the struct).
+    if (w0 && w0.writable && addr === w0.addr && data.length <= w0.bytes.length) {
+      w0.bytes.set(data, 0);
+      w0.dirtyLo = 0;
+      if (data.length > w0.dirtyHi) w0.dirtyHi = data.length;
+      return;
+    }
     const n = this.bytes.length;
     const off = addr - this.base;
     if (off >= 0n && off <= BigInt(n)) {
