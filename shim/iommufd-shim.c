@@ -225,6 +225,13 @@ static int debug;
 /* How long to poll for an answer before blocking (spin_until_readable). */
 static int64_t spin_ns = 30000;
 /*
+ * The same for the ACK of a HELLO or CHANNEL frame, once per file and per process: the daemon
+ * takes a few hundred microseconds over them (it reads /proc and maps the channel), longer than
+ * it then keeps polling that fresh channel if this thread is slow to wake up (in a VM): the first
+ * call would ring. IOMMUFD_TS_ACK_SPIN_US.
+ */
+static int64_t ack_spin_ns = 2000000;
+/*
  * Waiting on the fast channel: until the daemon has picked the request up (it is running and
  * polling us) at most chan_pick_ns, then for the answer at most chan_spin_ns, yielding the CPU
  * as we go; past either, or when other clients are busy too, we ring the doorbell and block.
@@ -334,6 +341,7 @@ static void init(void)
 	const char *d = getenv("IOMMUFD_TS_SHIM_DEBUG");
 	debug = d && *d && *d != '0';
 	env_us("IOMMUFD_TS_SPIN_US", &spin_ns);
+	env_us("IOMMUFD_TS_ACK_SPIN_US", &ack_spin_ns);
 	env_us("IOMMUFD_TS_CHANNEL_SPIN_US", &chan_spin_ns);
 	env_us("IOMMUFD_TS_CHANNEL_PICK_US", &chan_pick_ns);
 	env_us("IOMMUFD_TS_CHANNEL_RING_SPIN_US", &chan_ring_spin_ns);
@@ -630,9 +638,9 @@ static int sendv_all(int fd, struct iovec *iov, int cnt)
  * default 30 µs): answers usually take about that long, and a CPU that went idle in between
  * takes tens of microseconds to wake up again (in a VM). The spin yields the CPU each round.
  */
-static void spin_until_readable(int fd)
+static void spin_until_readable(int fd, int64_t limit_ns)
 {
-	if (spin_ns <= 0)
+	if (limit_ns <= 0)
 		return;
 	struct timespec t0, t;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -642,7 +650,7 @@ static void spin_until_readable(int fd)
 		if (r != -1 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
 			return;
 		clock_gettime(CLOCK_MONOTONIC, &t);
-		if ((t.tv_sec - t0.tv_sec) * 1000000000LL + (t.tv_nsec - t0.tv_nsec) > spin_ns)
+		if ((t.tv_sec - t0.tv_sec) * 1000000000LL + (t.tv_nsec - t0.tv_nsec) > limit_ns)
 			return;
 		sched_yield();
 	}
@@ -692,7 +700,7 @@ static int discard(int fd, size_t n)
  */
 static ssize_t recv_frame(int fd, uint32_t want, void *fixed, size_t fixed_len, void *extra, size_t extra_cap)
 {
-	spin_until_readable(fd);
+	spin_until_readable(fd, want == FR_ACK ? ack_spin_ns : spin_ns);
 	for (;;) {
 		struct frame_hdr h;
 		if (recv_all(fd, &h, sizeof(h)))

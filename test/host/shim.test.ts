@@ -229,6 +229,33 @@ describe('preload shim + daemon', { skip }, () => {
     }
   });
 
+  test('a new process\'s first call goes through its fresh channel without a doorbell', async () => {
+    // The daemon polls a channel from its CHANNEL frame on, and the shim waits for that frame's
+    // ACK awake; before, every process rang for its first call. (The previous processes'
+    // channels, still polled for a moment, do not count as busy either.)
+    const d2 = await startDaemon();
+    try {
+      // A warm daemon (its first calls are slow while V8 compiles them, and those ring).
+      const warm = await runClient(d2, exe, ['load', '3000']);
+      assert.equal(warm.status, 0, warm.stdout + warm.stderr);
+      const before = { ...d2.server.stats };
+      // One call each, the one that creates the process's channel.
+      for (let i = 0; i < 10; i++) {
+        const r = await runClient(d2, exe, ['one']);
+        assert.equal(r.status, 0, r.stdout + r.stderr);
+        assert.match(r.stdout, /ok one call/);
+      }
+      const st = d2.server.stats;
+      assert.equal(st.channels - before.channels, 10);
+      assert.equal(st.channelRequests - before.channelRequests, 10, JSON.stringify(st));
+      assert.ok(st.doorbells - before.doorbells <= 5, `doorbells for the first calls of 10 processes: ${st.doorbells - before.doorbells}`);
+      await waitFor(() => st.open === 0, 'every file to be released');
+      assert.deepEqual(d2.server.internalErrors, []);
+    } finally {
+      await d2.close();
+    }
+  });
+
   test('structs on a coroutine\'s stack and on an alternate signal stack; the stack shortcut off (IOMMUFD_TS_STACK=0) gives the same results', async () => {
     const out = await scenario('stacks');
     assert.match(out, /ok structs on a coroutine stack and an alternate signal stack/);

@@ -841,6 +841,15 @@ static int t_idle(void)
 	return 0;
 }
 
+/* One call in a fresh process: the first call, which creates the fast channel. */
+static int t_one(void)
+{
+	int fd = open_iommu();
+	CHECK(ioas_alloc(fd) == 1, "ioas_alloc");
+	OK("one call");
+	return 0;
+}
+
 /* This process's channel mapping, found in /proc/self/maps. */
 static volatile uint8_t *find_channel(void)
 {
@@ -991,6 +1000,7 @@ int main(int argc, char **argv)
 	if (!strcmp(m, "spoof")) return t_spoof();
 	if (!strcmp(m, "otheruid")) return t_otheruid();
 	if (!strcmp(m, "idle")) return t_idle();
+	if (!strcmp(m, "one")) return t_one();
 	if (!strcmp(m, "rlimit-mode")) return t_rlimit_mode(argc, argv);
 	if (!strcmp(m, "chanspoof")) return t_chanspoof();
 	fprintf(stderr, "unknown scenario %s\n", m);
