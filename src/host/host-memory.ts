@@ -436,6 +436,11 @@ export class HostMemory {
       const buf = ioBuffer(length, data);
       if (this.sharedObjects.ioMapped(f.shared.key, Number(f.shared.fileOff) + offset, buf, data !== undefined)) return data ?? buf;
       const b = this.backings.get(f.shared.key);
+      // A pinned page's object: map it here through its backing (never huge pages: see
+      // SharedObjects), and copy by memcpy from now on rather than a system call per copy.
+      if (b && b.fd >= 0 && !f.compound && this.sharedObjects.mapThrough(f.shared.key, b.fd) &&
+          this.sharedObjects.ioMapped(f.shared.key, Number(f.shared.fileOff) + offset, buf, data !== undefined))
+        return data ?? buf;
       if (b && b.fd >= 0 && (!data || b.writable)) {
         // A short or failed transfer (hugetlbfs has no write()) falls back to a mapping.
         const pos = Number(f.shared.fileOff) + offset;
@@ -524,18 +529,16 @@ export class HostMm implements AddressSpace {
   }
 
   /** mmget_not_zero(): the process still runs this mm (not exited, not exec'd). */
+  /** The buffer alive() reads the secret and the state generation into. */
+  private aliveBuf: Buffer | undefined;
+
   alive(): boolean {
     if (this.dead) return false;
     if (this.aliveEpoch === this.memory.epoch) return true;
     // The shim keeps its state generation right after the secret: one read gives both.
     const n = this.secret.length;
-    const buf = Buffer.alloc(n + 4);
-    let ok = false;
-    try {
-      ok = fs.readSync(this.memFd, buf, 0, buf.length, Number(this.secretAddr)) === buf.length && buf.subarray(0, n).equals(this.secret);
-    } catch {
-      ok = false;
-    }
+    const buf = (this.aliveBuf ??= Buffer.alloc(n + 4));
+    const ok = preadFd(this.memFd, buf, Number(this.secretAddr)) === buf.length && buf.compare(this.secret, 0, n, 0, n) === 0;
     if (!ok) {
       this.markDead();
       return false;

@@ -102,8 +102,24 @@ export class SharedObjects {
   }
 
   private map(pid: number, vma: SharedVma, key: string): MappedObject | null {
+    return this.mapPath(`/proc/${pid}/map_files/${vma.start.toString(16)}-${vma.end.toString(16)}`, vma.inode, key);
+  }
+
+  /**
+   * Map object `key` ("dev:inode") through an fd of it that the caller holds (a pinned page's
+   * backing, SharedObjects never takes it over), unless it is mapped, or known unmappable,
+   * already. Whether it is mapped now.
+   */
+  mapThrough(key: string, fd: number): boolean {
+    if (!this.helper) return false;
+    const known = this.objects.get(key);
+    if (known !== undefined) return known !== null;
+    return this.mapPath(`/proc/self/fd/${fd}`, key.slice(key.lastIndexOf(':') + 1), key) !== null;
+  }
+
+  /** Open `path` (read-write, else read-only), check it is inode `inode`, and map it as `key`. */
+  private mapPath(path: string, inode: string, key: string): MappedObject | null {
     const h = this.helper!;
-    const path = `/proc/${pid}/map_files/${vma.start.toString(16)}-${vma.end.toString(16)}`;
     let fd = -1;
     let writable = true;
     try {
@@ -122,7 +138,7 @@ export class SharedObjects {
       try {
         const st = fs.fstatSync(fd);
         // Still the object the maps named (an address can be remapped in between).
-        if (String(st.ino) === vma.inode) size = st.size;
+        if (String(st.ino) === inode) size = st.size;
       } catch {
         size = 0;
       }

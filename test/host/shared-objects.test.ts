@@ -56,6 +56,38 @@ function vmaOf(pid: number, start: bigint) {
 describe('SharedObjects', { skip }, () => {
   after(() => cleanupBuilds());
 
+  test('mapThrough maps an object through an fd of it the caller holds (a pinned page\'s backing), once', async () => {
+    const c = await client('memfd');
+    try {
+      const v = vmaOf(c.p.pid!, c.start);
+      const key = `${v.dev}:${v.inode}`; // "00:01:1234": the device has a colon of its own
+      let fd = -1;
+      try {
+        fd = fs.openSync(`/proc/${c.p.pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`, fs.constants.O_RDWR);
+      } catch {
+        fd = fs.openSync(`/proc/${c.p.pid}/fd/3`, fs.constants.O_RDWR); // the client's memfd
+      }
+      const so = new SharedObjects();
+      assert.ok(so.mapThrough(key, fd));
+      assert.equal(so.count, 1);
+      fs.closeSync(fd); // the mapping holds its own reference
+      const b = Uint8Array.of(0x5a);
+      assert.ok(so.ioMapped(key, Number(v.offset), b, true));
+      assert.equal((await c.ask('dump')).split(' ')[0], '5a', 'the client sees the write');
+      assert.ok(so.mapThrough(key, -1), 'mapped already: the fd is not even looked at');
+      assert.equal(so.mapsMade, 1);
+      // Another object's fd under this key: refused (the inode differs), and remembered as such.
+      const other = fs.openSync('/proc/self/exe', 'r');
+      assert.equal(so.mapThrough('00:00:1', other), false);
+      assert.equal(so.mapThrough('00:00:1', other), false);
+      fs.closeSync(other);
+      so.dropAll();
+      assert.equal(so.count, 0);
+    } finally {
+      c.p.kill();
+    }
+  });
+
   test('copies in and out of a MAP_SHARED anonymous buffer; dropAll unmaps', async (t) => {
     const c = await client('anon');
     try {
