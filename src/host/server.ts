@@ -92,7 +92,10 @@ export interface ServerOptions {
   spinMicros?: number;
   /**
    * While a client's fast channel (channel.ts) has had requests within this many microseconds,
-   * keep polling it between event-loop rounds (the client then needs no doorbell). Default 500.
+   * keep polling it between event-loop rounds (the client then needs no doorbell). Default 3000:
+   * a doorbell to an idle daemon costs the client about a millisecond on a VM (its wake-up), and
+   * programs often compute for a millisecond or two between calls (the selftest rang 1000-1100
+   * times with 500, 800-900 with 3000). The rounds yield the CPU to whoever else wants it.
    */
   channelPollMicros?: number;
   /** Map fast channels with the native helper when it is there (default); false: pread/pwrite. */
@@ -347,7 +350,7 @@ export class IommufdServer {
     }
     if (found) this.lastActivity = now;
     else this.yieldCpu();
-    const window = (this.polled.size ? (this.options.channelPollMicros ?? 500) : (this.options.spinMicros ?? 200)) / 1000;
+    const window = (this.polled.size ? (this.options.channelPollMicros ?? 3000) : (this.options.spinMicros ?? 200)) / 1000;
     if (this.listening && (found || now - this.lastActivity < window)) {
       setImmediate(this.tick);
       return;
