@@ -835,6 +835,13 @@ export class InlineUser {
     if (w.dirtyHi >= 0) this.mm.copyToUser(w.addr + BigInt(w.dirtyLo), w.bytes.subarray(w.dirtyLo, w.dirtyHi));
   }
 
+  /** The struct's size field (its first u32), read where it arrived; undefined elsewhere. */
+  peekU32(addr: bigint): number | undefined {
+    const b = this.bytes;
+    if (addr !== this.base || b.length < 4) return undefined;
+    return (b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! << 24)) >>> 0;
+  }
+
   copyFromUser(addr: bigint, length: number): Uint8Array {
     if (length === 0) return new Uint8Array(0);
     const n = this.bytes.length;

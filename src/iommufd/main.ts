@@ -169,8 +169,12 @@ function dispatch(ctx: IommufdCtx, task: Task, cmd: number, arg: bigint, user: U
 
   let userSize: number;
   try {
-    const b = user.copyFromUser(arg, 4);
-    userSize = (b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! << 24)) >>> 0;
+    const peeked = user.peekU32?.(arg);
+    if (peeked !== undefined) userSize = peeked;
+    else {
+      const b = user.copyFromUser(arg, 4);
+      userSize = (b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! << 24)) >>> 0;
+    }
   } catch (e) {
     if (e instanceof IommuError) fail('EFAULT', `cannot read the size field at ${hex(arg)}: ${e.explanation}`);
     throw e;

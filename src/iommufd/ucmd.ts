@@ -6,6 +6,8 @@ export interface UserAccess {
   /** A new array of exactly `length` bytes, the caller's to keep and modify (EFAULT when unreadable). */
   copyFromUser(addr: bigint, length: number): Uint8Array;
   copyToUser(addr: bigint, data: Uint8Array): void;
+  /** get_user of a little-endian u32, when the access can do it without a copy (else undefined: use copyFromUser). */
+  peekU32?(addr: bigint): number | undefined;
 }
 
 /**

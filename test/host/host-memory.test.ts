@@ -129,6 +129,10 @@ describe('host memory', () => {
     // Past the window the process itself is asked (this stand-in mm is gone: EFAULT).
     assert.throws(() => u.copyFromUser(base + 20n, 8), (e: unknown) => e instanceof IommuError && e.errnoName === 'EFAULT');
     assert.equal(inline[8], 8, 'the request buffer itself is untouched');
+    // The size field without a copy: only at the struct's start, only if its 4 bytes arrived.
+    assert.equal(u.peekU32(base), 0x03020100);
+    assert.equal(u.peekU32(base + 4n), undefined);
+    assert.equal(new InlineUser(a, base, Uint8Array.of(1, 2, 3), 3).peekU32(base), undefined);
   });
 
   test('InlineUser: the pointed-to window serves reads from what arrived, stages writes, retires on a partial overlap', () => {
