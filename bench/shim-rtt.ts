@@ -1,7 +1,8 @@
 /**
  * Round trip of a trivial ioctl through the preload shim and the daemon (target: median under
- * 20 µs). Compiles test/host/c/rtt.c, runs it under `iommufd-ts run` (daemon in this process),
- * prints its figures.
+ * 20 µs), of a 16-byte ACCESS_RW, and the mean call of the selftest's check_access_rw loop (its
+ * commonest calls). Compiles test/host/c/rtt.c, runs it under `iommufd-ts run` (daemon in this
+ * process), prints its figures.
  *
  *   npm run bench:shim [-- N]
  */
