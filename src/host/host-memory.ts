@@ -23,7 +23,7 @@ import { allocBytes, copyBytes } from '../lib/bytes.js';
 import { fail, hex, IommuError } from '../lib/error.js';
 import type { AddressSpace, PageFrame } from '../mm/types.js';
 import { preadFd, pwriteFd } from './native.js';
-import { SharedObjects } from './shared-objects.js';
+import { objectKey, SharedObjects } from './shared-objects.js';
 import type { IoctlWindow } from './protocol.js';
 
 export const PAGE_SIZE = 4096;
@@ -86,10 +86,6 @@ export function parseMaps(text: string): Vma[] {
 
 type VmaClass = 'private' | 'shared' | 'huge-shared' | 'huge-private' | 'special';
 
-/** "dev:inode": the shared object a mapping maps. */
-function objectKey(vma: Vma): string {
-  return `${vma.dev}:${vma.inode}`;
-}
 
 /** Filesystem types by device, from /proc/self/mountinfo (device numbers as maps prints them). */
 function loadFsTypes(): Map<string, string> {
@@ -438,7 +434,7 @@ export class HostMemory {
       const b = this.backings.get(f.shared.key);
       // A pinned page's object: map it here through its backing (never huge pages: see
       // SharedObjects), and copy by memcpy from now on rather than a system call per copy.
-      if (b && b.fd >= 0 && !f.compound && this.sharedObjects.mapThrough(f.shared.key, b.fd) &&
+      if (b && b.fd >= 0 && !f.compound && this.sharedObjects.mapThrough(f.shared.key, f.shared.inode, b.fd, b.writable) &&
           this.sharedObjects.ioMapped(f.shared.key, Number(f.shared.fileOff) + offset, buf, data !== undefined))
         return data ?? buf;
       if (b && b.fd >= 0 && (!data || b.writable)) {

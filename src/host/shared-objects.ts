@@ -31,6 +31,11 @@ interface MappedObject {
   writable: boolean;
 }
 
+/** "dev:inode": the key of the object a mapping maps (as /proc/<pid>/maps prints both). */
+export function objectKey(vma: { dev: string; inode: string }): string {
+  return `${vma.dev}:${vma.inode}`;
+}
+
 /** Most objects mapped at once, and most bytes of address space they take. */
 const MAX_OBJECTS = 8;
 const MAX_BYTES = 2 ** 31;
@@ -72,7 +77,7 @@ export class SharedObjects {
     let o: MappedObject | null | undefined;
     if (vma === this.lastVma) o = this.lastObject;
     else {
-      const key = `${vma.dev}:${vma.inode}`;
+      const key = objectKey(vma);
       o = this.objects.get(key);
       if (o === undefined) o = this.map(pid, vma, key);
       else {
@@ -106,25 +111,28 @@ export class SharedObjects {
   }
 
   /**
-   * Map object `key` ("dev:inode") through an fd of it that the caller holds (a pinned page's
-   * backing, SharedObjects never takes it over), unless it is mapped, or known unmappable,
-   * already. Whether it is mapped now.
+   * Map object `key` (inode `inode`) through an fd of it that the caller holds (a pinned page's
+   * backing; SharedObjects never takes it over), unless it is mapped, or known unmappable,
+   * already; writable only if that fd is. Whether it is mapped now.
    */
-  mapThrough(key: string, fd: number): boolean {
+  mapThrough(key: string, inode: string, fd: number, writable: boolean): boolean {
     if (!this.helper) return false;
     const known = this.objects.get(key);
     if (known !== undefined) return known !== null;
-    return this.mapPath(`/proc/self/fd/${fd}`, key.slice(key.lastIndexOf(':') + 1), key) !== null;
+    return this.mapPath(`/proc/self/fd/${fd}`, inode, key, writable) !== null;
   }
 
-  /** Open `path` (read-write, else read-only), check it is inode `inode`, and map it as `key`. */
-  private mapPath(path: string, inode: string, key: string): MappedObject | null {
+  /** Open `path` (read-write if allowed and possible, else read-only), check it is inode `inode`, and map it as `key`. */
+  private mapPath(path: string, inode: string, key: string, allowWrite = true): MappedObject | null {
     const h = this.helper!;
     let fd = -1;
-    let writable = true;
+    let writable = allowWrite;
     try {
-      fd = fs.openSync(path, fs.constants.O_RDWR);
+      fd = fs.openSync(path, allowWrite ? fs.constants.O_RDWR : fs.constants.O_RDONLY);
     } catch {
+      fd = -1;
+    }
+    if (fd < 0 && allowWrite) {
       writable = false;
       try {
         fd = fs.openSync(path, fs.constants.O_RDONLY);

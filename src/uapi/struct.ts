@@ -155,6 +155,8 @@ class StructCodec<F extends Fields> implements StructDef<F> {
   readonly #nested: (StructDef | undefined)[];
   #decodeFn: DecodeFn | undefined;
   #encodeFn: EncodeFn | undefined;
+  /** How the codec runs once used: its own generated functions, or the interpreted plan. */
+  mode: 'generated' | 'interpreted' | undefined;
 
   constructor(
     readonly name: string,
@@ -191,11 +193,13 @@ class StructCodec<F extends Fields> implements StructDef<F> {
     if (generateCodecs) {
       try {
         this.#generate();
+        this.mode = 'generated';
         return;
       } catch {
         /* code generation is not allowed here: interpret */
       }
     }
+    this.mode = 'interpreted';
     this.#decodeFn = (bytes, offset) => this.#decodeLoop(bytes, offset);
     this.#encodeFn = (value, buf, offset) => this.#encodeLoop(value, buf, offset);
   }
@@ -448,6 +452,11 @@ function validate(name: string, size: number, entries: [string, AnyFieldSpec][])
 
 export function defineStruct<const F extends Fields>(name: string, size: number, fields: F): StructDef<F> {
   return new StructCodec(name, size, fields);
+}
+
+/** Whether a codec runs generated functions or its interpreted plan (undefined until first used). */
+export function codecMode(def: StructDef): 'generated' | 'interpreted' | undefined {
+  return def instanceof StructCodec ? def.mode : undefined;
 }
 
 /** Whether the fields cover every byte (no padding), i.e. encode(decode(b)) === b for any b. */

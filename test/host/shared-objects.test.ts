@@ -68,19 +68,29 @@ describe('SharedObjects', { skip }, () => {
         fd = fs.openSync(`/proc/${c.p.pid}/fd/3`, fs.constants.O_RDWR); // the client's memfd
       }
       const so = new SharedObjects();
-      assert.ok(so.mapThrough(key, fd));
+      assert.ok(so.mapThrough(key, v.inode, fd, true));
       assert.equal(so.count, 1);
       fs.closeSync(fd); // the mapping holds its own reference
       const b = Uint8Array.of(0x5a);
       assert.ok(so.ioMapped(key, Number(v.offset), b, true));
       assert.equal((await c.ask('dump')).split(' ')[0], '5a', 'the client sees the write');
-      assert.ok(so.mapThrough(key, -1), 'mapped already: the fd is not even looked at');
+      assert.ok(so.mapThrough(key, v.inode, -1, true), 'mapped already: the fd is not even looked at');
       assert.equal(so.mapsMade, 1);
       // Another object's fd under this key: refused (the inode differs), and remembered as such.
       const other = fs.openSync('/proc/self/exe', 'r');
-      assert.equal(so.mapThrough('00:00:1', other), false);
-      assert.equal(so.mapThrough('00:00:1', other), false);
+      assert.equal(so.mapThrough('00:00:1', '1', other, false), false);
+      assert.equal(so.mapThrough('00:00:1', '1', other, false), false);
       fs.closeSync(other);
+      // Through a read-only fd, the mapping is read-only: a write there is not made here.
+      const so2 = new SharedObjects();
+      const ro = fs.openSync(`/proc/${c.p.pid}/fd/3`, fs.constants.O_RDONLY);
+      assert.ok(so2.mapThrough(key, v.inode, ro, false));
+      fs.closeSync(ro);
+      assert.equal(so2.ioMapped(key, 0, Uint8Array.of(1), true), false);
+      const r = new Uint8Array(1);
+      assert.ok(so2.ioMapped(key, 0, r, false));
+      assert.equal(r[0], 0x5a);
+      so2.dropAll();
       so.dropAll();
       assert.equal(so.count, 0);
     } finally {

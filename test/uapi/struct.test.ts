@@ -2,12 +2,15 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import * as iommufd from '../../src/uapi/iommufd.js';
 import * as iommufdTest from '../../src/uapi/iommufd-test.js';
 import * as vfio from '../../src/uapi/vfio.js';
 import {
   bytes,
   defineStruct,
+  codecMode,
   isPacked,
   setStructCodegen,
   struct,
@@ -121,6 +124,10 @@ describe('the codec without code generation', () => {
     } finally {
       setStructCodegen(true);
     }
+    generated.decode(new Uint8Array(48));
+    // Two implementations compared, not one with itself.
+    assert.equal(codecMode(generated), 'generated');
+    assert.equal(codecMode(interpreted), 'interpreted');
     fc.assert(
       fc.property(fc.uint8Array({ minLength: 54, maxLength: 54 }), fc.integer({ min: 0, max: 6 }), (raw, at) => {
         const v = generated.decode(raw, at);
@@ -134,6 +141,23 @@ describe('the codec without code generation', () => {
       }),
       { numRuns: 300 },
     );
+  });
+});
+
+describe('the codec where the runtime forbids code generation', () => {
+  it('falls back to the interpreted plan (node --disallow-code-generation-from-strings)', () => {
+    const script = [
+      "import { codecMode, defineStruct, u32, u64 } from './src/uapi/struct.ts';",
+      "const D = defineStruct('d', 16, { a: u32(0), b: u64(8) });",
+      'const v = D.decode(D.encode({ a: 7, b: 9n }));',
+      'console.log(codecMode(D), v.a, v.b);',
+    ].join('\n');
+    const r = spawnSync(process.execPath, ['--disallow-code-generation-from-strings', '--import', 'tsx', '--input-type=module', '-e', script], {
+      encoding: 'utf8',
+      cwd: fileURLToPath(new URL('../../', import.meta.url)),
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout.trim(), 'interpreted 7 9n');
   });
 });
 
