@@ -24,6 +24,7 @@ import { fail, hex, IommuError } from '../lib/error.js';
 import type { AddressSpace, PageFrame } from '../mm/types.js';
 import { preadFd, pwriteFd } from './native.js';
 import { objectKey, SharedObjects } from './shared-objects.js';
+import { readProcText } from './procfs.js';
 import type { IoctlWindow } from './protocol.js';
 
 export const PAGE_SIZE = 4096;
@@ -595,7 +596,7 @@ export class HostMm implements AddressSpace {
     if (!this.stillValid(this.mapsReadEpoch)) {
       let text = '';
       try {
-        text = fs.readFileSync(`/proc/${this.pid}/maps`, 'latin1');
+        text = readProcText(`/proc/${this.pid}/maps`);
       } catch {
         text = '';
       }

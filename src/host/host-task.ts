@@ -14,6 +14,7 @@ import { Errno } from '../lib/errno.js';
 import { IommuError } from '../lib/error.js';
 import { RLIM_INFINITY, type Capability, type Task, type UserStruct } from '../mm/types.js';
 import { HostMemory, HostMm, TASK_SIZE } from './host-memory.js';
+import { readProcText } from './procfs.js';
 
 const CAP_BITS: Record<Capability, number> = {
   CAP_IPC_LOCK: 14,
@@ -29,7 +30,7 @@ export interface ProcStatus {
 }
 
 export function readStatus(pid: number): ProcStatus {
-  const text = fs.readFileSync(`/proc/${pid}/status`, 'latin1');
+  const text = readProcText(`/proc/${pid}/status`);
   let uid = -1;
   let euid = -1;
   let capEff = 0n;
@@ -48,7 +49,7 @@ export function readStatus(pid: number): ProcStatus {
 /** Field 22 of /proc/<pid>/stat: the start time in clock ticks after boot (pid reuse detection). */
 export function readStartTime(pid: number): bigint | undefined {
   try {
-    const s = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const s = readProcText(`/proc/${pid}/stat`);
     const rest = s.slice(s.lastIndexOf(')') + 2).split(' ');
     // rest[0] is field 3 (state); starttime is field 22.
     if (rest[0] === 'Z' || rest[0] === 'X') return undefined;
@@ -60,7 +61,7 @@ export function readStartTime(pid: number): bigint | undefined {
 
 /** RLIMIT_MEMLOCK (soft) in bytes from /proc/<pid>/limits. */
 export function readMemlock(pid: number): bigint {
-  const text = fs.readFileSync(`/proc/${pid}/limits`, 'latin1');
+  const text = readProcText(`/proc/${pid}/limits`);
   for (const line of text.split('\n')) {
     if (!line.startsWith('Max locked memory')) continue;
     const soft = line.slice('Max locked memory'.length).trim().split(/\s+/)[0]!;

@@ -313,7 +313,9 @@ export class IommufdAccess extends IommufdObject implements IoptAccess {
           if (area.preventAccess) fail('EINVAL', `${area.describe()} is being unmapped; no access is allowed`);
           if (!protAllows(area, flags)) fail('EPERM', `${area.describe()} is not mapped for ${protName(flags)}`);
           const n = Number(last - cur + 1n);
-          pagesRw(area.pages, area.startByteOf(cur), data.subarray(off, off + n), flags, current);
+          // One area usually covers it all: no view to make (a typed-array view costs more than a small copy).
+          const part = off === 0 && n === data.length ? data : data.subarray(off, off + n);
+          pagesRw(area.pages, area.startByteOf(cur), part, flags, current);
           off += n;
         }
         if (!done) fail('ENOENT', `[${hex(iova)}, ${hex(lastIova)}] is not fully covered by contiguous mappings`);
