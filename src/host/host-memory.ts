@@ -719,9 +719,8 @@ export class HostMm implements AddressSpace {
     if (!Number.isSafeInteger(npages) || npages < 0) throw new RangeError(`pinPages: bad page count ${npages}`);
     if (npages === 0) return [];
     if (addr % PAGE !== 0n) throw new RangeError(`pinPages: address ${hex(addr)} is not page aligned`);
-    const what = `pin of ${npages} page${npages === 1 ? '' : 's'} at ${hex(addr)}`;
     const v = this.violation(addr, BigInt(npages) * PAGE, write, true);
-    if (v) fail('EFAULT', `${what}: ${v}`);
+    if (v) fail('EFAULT', `pin of ${npages} page${npages === 1 ? '' : 's'} at ${hex(addr)}: ${v}`);
     const frames: HostFrame[] = new Array(npages);
     let vma = this.findVma(addr)!;
     let cls = this.memory.classify(vma);

@@ -13,7 +13,7 @@
  * every other decision about user memory.
  */
 import * as fs from 'node:fs';
-import { nativeHelper, type NativeHelper } from './native.js';
+import { bounceFor, nativeHelper, type NativeHelper } from './native.js';
 
 /** What the daemon needs to know about one mapping of the client (a line of /proc/<pid>/maps). */
 export interface SharedVma {
@@ -37,6 +37,19 @@ export function objectKey(vma: { dev: string; inode: string }): string {
 }
 
 /** Most objects mapped at once, and most bytes of address space they take. */
+/** objRead/objWrite of `buf` at `off` of a mapped object (small arrays through a bounce view: see bounceFor). */
+function copyObject(h: NativeHelper, handle: number, off: number, buf: Uint8Array, write: boolean): boolean {
+  const b = bounceFor(buf);
+  if (b === buf) return (write ? h.objWrite!(handle, off, buf) : h.objRead!(handle, off, buf)) === 0;
+  if (write) {
+    b.set(buf);
+    return h.objWrite!(handle, off, b) === 0;
+  }
+  if (h.objRead!(handle, off, b) !== 0) return false;
+  buf.set(b);
+  return true;
+}
+
 const MAX_OBJECTS = 8;
 const MAX_BYTES = 2 ** 31;
 /** Larger objects are left to /proc/<pid>/mem. */
@@ -91,7 +104,7 @@ export class SharedObjects {
     if (!o || (write && !o.writable)) return false;
     const off = Number(vma.offset + (addr - vma.start));
     if (off + buf.length > o.size) return false;
-    return (write ? h.objWrite!(o.handle, off, buf) : h.objRead!(o.handle, off, buf)) === 0;
+    return copyObject(h, o.handle, off, buf, write);
   }
 
   /**
@@ -103,7 +116,7 @@ export class SharedObjects {
     if (!h) return false;
     const o = this.objects.get(key);
     if (!o || (write && !o.writable) || off + buf.length > o.size) return false;
-    return (write ? h.objWrite!(o.handle, off, buf) : h.objRead!(o.handle, off, buf)) === 0;
+    return copyObject(h, o.handle, off, buf, write);
   }
 
   private map(pid: number, vma: SharedVma, key: string): MappedObject | null {

@@ -6,7 +6,7 @@
  */
 import { fail, hex, IommuError } from '../lib/error.js';
 import { Lock } from '../lib/lockdep.js';
-import { PAGE_SIZE, U64_MAX } from '../lib/u64.js';
+import { PAGE_SIZE, PAGE_SIZE_NUM, U64_MAX } from '../lib/u64.js';
 import { IOMMU_READ, IOMMU_WRITE } from '../iommu/domain.js';
 import type { AddressSpace, PageFrame } from '../mm/types.js';
 import type { IoptArea } from './area.js';
@@ -396,9 +396,11 @@ function pagesRw(pages: IoptPages, startByte: bigint, data: Uint8Array, flags: n
   const write = (flags & IOMMUFD_ACCESS_RW_WRITE) !== 0;
   if (write && !pages.writable) fail('EPERM', `a write access was requested of memory that was mapped read-only`);
 
-  const firstIdx = Number(startByte / PAGE_SIZE);
-  const lastIdx = Number((startByte + BigInt(data.length) - 1n) / PAGE_SIZE);
-  const pageOff = Number(startByte % PAGE_SIZE);
+  // Byte offsets inside one container are far below 2^53: index arithmetic on numbers.
+  const start = Number(startByte);
+  const firstIdx = Math.floor(start / PAGE_SIZE_NUM);
+  const lastIdx = Math.floor((start + data.length - 1) / PAGE_SIZE_NUM);
+  const pageOff = start % PAGE_SIZE_NUM;
 
   if (!(flags & IOMMUFD_ACCESS_RW_KTHREAD) && changeMm) {
     if (firstIdx === lastIdx && sourceMm.alive()) {
@@ -461,10 +463,13 @@ function pagesRwSlow(pages: IoptPages, firstIdx: number, lastIdx: number, pageOf
   // Pinned for the copy and not yet in a batch: indexes [upStart, upStart + up.length).
   let up: PageFrame[] = [];
   let upStart = firstIdx;
-  const batch: { frame: PageFrame; temp: boolean }[] = [];
+  // The batch: its frames, and those of them pinned for this copy only (unpinned with the batch).
+  const batch: PageFrame[] = [];
+  const temps: PageFrame[] = [];
   const unpinBatch = (): void => {
-    mm.unpinPages(batch.filter((b) => b.temp).map((b) => b.frame));
+    if (temps.length) mm.unpinPages(temps);
     batch.length = 0;
+    temps.length = 0;
   };
   pages.mutex.lock();
   let idx = firstIdx;
@@ -491,12 +496,13 @@ function pagesRwSlow(pages: IoptPages, firstIdx: number, lastIdx: number, pageOf
           runs++;
         }
         prevPfn = frame.pfn;
-        batch.push({ frame, temp });
+        batch.push(frame);
+        if (temp) temps.push(frame);
         idx++;
       }
-      for (const { frame } of batch) {
-        const n = Math.min(Number(PAGE_SIZE) - offset, data.length - done);
-        copyFrame(frame, offset, data.subarray(done, done + n), write);
+      for (const frame of batch) {
+        const n = Math.min(PAGE_SIZE_NUM - offset, data.length - done);
+        copyFrame(frame, offset, n === data.length ? data : data.subarray(done, done + n), write);
         done += n;
         offset = 0;
       }

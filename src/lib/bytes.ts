@@ -1,14 +1,15 @@
 /**
  * Small byte arrays for the per-call copies of the daemon (kernel copies of user structs, staged
- * windows, read buffers). V8 keeps a Uint8Array of at most 64 bytes on its own heap, but a larger
- * one gets a backing store of its own: a malloc, an external-memory account and a sweep, about a
- * microsecond (three for 2 KiB), more than the rest of a small ioctl. Arrays up to 4 KiB are
- * therefore views into 8 KiB chunks, as Node's Buffer pool does; a chunk is freed when the last
- * view into it goes. They are ordinary zero-filled Uint8Arrays (slice copies; `.buffer` is the
- * chunk, so a DataView over one needs its byteOffset).
+ * windows, read buffers). A Uint8Array of more than 64 bytes gets a backing store of its own: a
+ * malloc, an external-memory account and a sweep, about a microsecond (three for 2 KiB), more than
+ * the rest of a small ioctl. One of at most 64 bytes lives on V8's heap, cheap to make, but the
+ * first subarray() of it, its `.buffer` or handing it to native code gives it such a backing store
+ * there and then (about 1.2 µs). Arrays of 1 byte to 4 KiB are therefore views into 8 KiB chunks,
+ * as Node's Buffer pool does; a chunk is freed when the last view into it goes. They are ordinary
+ * zero-filled Uint8Arrays (slice copies; `.buffer` is the chunk, so a DataView over one needs its
+ * byteOffset).
  */
 
-const ON_HEAP = 64;
 const POOLED_MAX = 4096;
 const CHUNK = 8192;
 
@@ -17,7 +18,7 @@ let used = 0;
 
 /** A zero-filled array of `n` bytes. */
 export function allocBytes(n: number): Uint8Array {
-  if (n <= ON_HEAP || n > POOLED_MAX) return new Uint8Array(n);
+  if (n === 0 || n > POOLED_MAX) return new Uint8Array(n);
   // Chunks are never handed out twice, so the bytes are still the zeros they were created with.
   if (used + n > CHUNK) {
     chunk = new ArrayBuffer(CHUNK);

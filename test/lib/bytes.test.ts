@@ -34,6 +34,16 @@ describe('allocBytes / copyBytes', () => {
     assert.deepEqual([...a.subarray(4, 8)], [4, 3, 2, 1]);
   });
 
+  test('small arrays are pooled too: a 1- to 64-byte array is a view into a shared chunk, not an on-heap array', () => {
+    // An on-heap array would get a backing store of its own at its first subarray() or native call.
+    for (const n of [1, 16, 64]) {
+      const a = allocBytes(n);
+      assert.equal(a.buffer.byteLength, 8192, `${n} bytes`);
+      assert.equal(a.byteOffset % 8, 0);
+    }
+    assert.equal(allocBytes(0).length, 0);
+  });
+
   test('copyBytes copies a range into an array of its own', () => {
     const src = Uint8Array.from({ length: 200 }, (_, i) => i);
     const c = copyBytes(src, 10, 90);
