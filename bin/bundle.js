@@ -16,7 +16,10 @@ try {
     platform: 'node',
     format: 'esm',
     target: 'node20',
-    packages: 'external',
+    // The dependencies go in too (commander, sorted-btree: MIT): one ESM file to compile, no CommonJS
+    // loader or export scan at start-up (about 25 ms of the CLI's 0.13 s before it runs anything).
+    // CommonJS dependencies require Node's built-in modules: give the ESM bundle a require().
+    banner: { js: "import { createRequire as __bundleRequire } from 'node:module'; const require = __bundleRequire(import.meta.url);" },
     logLevel: 'warning',
   });
 } catch (e) {

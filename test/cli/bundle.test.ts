@@ -24,6 +24,10 @@ test('bundle and sources: the same demo; a bundle older than a source file is no
     assert.equal(built.stderr, '', 'bundled without complaint');
     const bundle = path.join(dir, 'dist/cli/main.mjs');
     assert.ok(fs.existsSync(bundle));
+    // The dependencies are inside (no CommonJS loading at start-up); Node's own modules stay imports.
+    const text = fs.readFileSync(bundle, 'utf8');
+    assert.doesNotMatch(text, /from "(commander|sorted-btree)"/);
+    assert.match(text, /from "node:fs"/);
     const demo = (env: NodeJS.ProcessEnv) => {
       const r = spawnSync(process.execPath, [path.join(dir, 'bin/iommufd-ts.js'), 'demo', '--no-color'], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 60000 });
       assert.equal(r.status, 0, r.stderr);
