@@ -11,6 +11,10 @@
  *                                    poll failed. The daemon answers a channel request at once
  *                                    only while its sockets are quiet (so a close() a client made
  *                                    before its call is always released first).
+ *   watch(fds) -> epfd | -errno      the same question, cheaper when asked per request: an epoll
+ *   watchReady(epfd) -> number       instance watching the fds for input, asked with a zero
+ *   unwatch(epfd)                    timeout (one system call whatever the number of fds; poll
+ *                                    visits every one, about 1-1.5 us for 3-7 sockets).
  *   pread(fd, u8, pos) -> number     pread of u8.length bytes at pos into the Uint8Array u8:
  *   pwrite(fd, u8, pos) -> number    the byte count, or -errno. No fs layer in between: the
  *                                    daemon reads and writes client memory (/proc/<pid>/mem, a
@@ -37,6 +41,7 @@
 #include <signal.h>
 #include <string.h>
 #include <stdlib.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -265,6 +270,58 @@ static napi_value ready(napi_env env, napi_callback_info info)
 	return out;
 }
 
+static napi_value watch(napi_env env, napi_callback_info info)
+{
+	size_t argc = 1;
+	napi_value argv[1];
+	napi_typedarray_type type;
+	size_t n = 0;
+	void *data = NULL;
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+	    napi_get_typedarray_info(env, argv[0], &type, &n, &data, NULL, NULL) != napi_ok || type != napi_int32_array) {
+		napi_throw_type_error(env, NULL, "watch(Int32Array of fds)");
+		return NULL;
+	}
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	if (ep < 0)
+		return ret_int(env, -errno);
+	const int32_t *fds = data;
+	for (size_t i = 0; i < n; i++) {
+		struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)i };
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev) != 0) {
+			int e = errno;
+			close(ep);
+			return ret_int(env, -e);
+		}
+	}
+	return ret_int(env, ep);
+}
+
+static napi_value watch_ready(napi_env env, napi_callback_info info)
+{
+	size_t argc = 1;
+	napi_value argv[1];
+	int32_t ep = -1;
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || napi_get_value_int32(env, argv[0], &ep) != napi_ok)
+		return ret_int(env, -EINVAL);
+	struct epoll_event ev;
+	int r;
+	do
+		r = epoll_wait(ep, &ev, 1, 0);
+	while (r < 0 && errno == EINTR);
+	return ret_int(env, r < 0 ? -errno : r);
+}
+
+static napi_value unwatch(napi_env env, napi_callback_info info)
+{
+	size_t argc = 1;
+	napi_value argv[1];
+	int32_t ep = -1;
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || napi_get_value_int32(env, argv[0], &ep) != napi_ok || ep < 0)
+		return ret_int(env, -EINVAL);
+	return ret_int(env, close(ep) == 0 ? 0 : -errno);
+}
+
 /* pread/pwrite(fd, Uint8Array, pos): shared argument handling. */
 static napi_value fd_io(napi_env env, napi_callback_info info, int write)
 {
@@ -322,7 +379,8 @@ NAPI_MODULE_INIT()
 	    !export_fn(env, exports, "pread", do_pread) || !export_fn(env, exports, "pwrite", do_pwrite) ||
 	    !export_fn(env, exports, "objMap", obj_map) || !export_fn(env, exports, "objUnmap", obj_unmap) ||
 	    !export_fn(env, exports, "objRead", obj_read) || !export_fn(env, exports, "objWrite", obj_write) ||
-	    !export_fn(env, exports, "yield", do_yield))
+	    !export_fn(env, exports, "yield", do_yield) || !export_fn(env, exports, "watch", watch) ||
+	    !export_fn(env, exports, "watchReady", watch_ready) || !export_fn(env, exports, "unwatch", unwatch))
 		return NULL;
 	return exports;
 }

@@ -13,6 +13,11 @@ export interface NativeHelper {
   map(fd: number, length: number): ArrayBuffer;
   /** How many of `fds` have input, a hangup or an error pending (poll, zero timeout); -1 on error. */
   ready?(fds: Int32Array): number;
+  /** An epoll instance watching `fds` for input (its fd), or -errno; asked by watchReady, closed by unwatch. */
+  watch?(fds: Int32Array): number;
+  /** Whether any watched fd has input, a hangup or an error pending (epoll, zero timeout): 1, 0, or -errno. */
+  watchReady?(epfd: number): number;
+  unwatch?(epfd: number): number;
   /** pread/pwrite of the whole array at `pos`: the byte count, or -errno. */
   pread?(fd: number, into: Uint8Array, pos: number): number;
   pwrite?(fd: number, from: Uint8Array, pos: number): number;

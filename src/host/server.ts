@@ -232,6 +232,7 @@ export class IommufdServer {
     for (const ch of this.channels.values()) ch.close();
     this.channels.clear();
     this.polled.clear();
+    this.unwatchSockets();
     clearTimeout(this.unmapTimer);
     if (this.listening) {
       await new Promise<void>((resolve) => this.server.close(() => resolve()));
@@ -387,6 +388,8 @@ export class IommufdServer {
 
   /** The fds of every live connection and of the listening socket (null: rebuild). */
   private socketFds: Int32Array | null = null;
+  /** An epoll instance watching socketFds (native watch), or -1: then ready() polls them. */
+  private watchFd = -1;
 
   /**
    * Whether a channel request may be answered right now rather than after the next poll phase:
@@ -409,8 +412,23 @@ export class IommufdServer {
       if (lfd < 0) return false;
       fds.push(lfd);
       this.socketFds = Int32Array.from(fds);
+      // One epoll_wait per request instead of a poll() visiting every socket (1-1.5 µs for 3-7).
+      this.unwatchSockets();
+      const ep = helper.watch?.(this.socketFds) ?? -1;
+      if (ep >= 0) this.watchFd = ep;
+    }
+    if (this.watchFd >= 0) {
+      const r = helper.watchReady!(this.watchFd);
+      if (r >= 0) return r === 0;
+      this.unwatchSockets();
     }
     return helper.ready(this.socketFds) === 0;
+  }
+
+  private unwatchSockets(): void {
+    if (this.watchFd < 0) return;
+    nativeHelper()?.unwatch?.(this.watchFd);
+    this.watchFd = -1;
   }
 
   /**
