@@ -10,6 +10,7 @@
  * one is dead. Liveness also needs the /proc/<pid>/mem fd to still reach the secret.
  */
 import * as fs from 'node:fs';
+import { sameBytes } from '../lib/bytes.js';
 import { Errno } from '../lib/errno.js';
 import { IommuError } from '../lib/error.js';
 import { RLIM_INFINITY, type Capability, type Task, type UserStruct } from '../mm/types.js';
@@ -180,7 +181,7 @@ export class HostProcesses {
    */
   authenticate(pid: number, secretAddr: bigint, secret: Buffer): HostTask {
     const known = this.tasks.get(pid);
-    if (known && known.secretAddr === secretAddr && known.secret.equals(secret)) return known;
+    if (known && known.secretAddr === secretAddr && sameBytes(known.secret, secret)) return known;
     return this.verify(pid, secretAddr, secret);
   }
 

@@ -1,7 +1,7 @@
 /** The daemon's small-array allocator: zeroed, disjoint, ordinary Uint8Arrays. */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { allocBytes, copyBytes } from '../../src/lib/bytes.js';
+import { allocBytes, copyBytes, sameBytes } from '../../src/lib/bytes.js';
 
 describe('allocBytes / copyBytes', () => {
   test('arrays are zero-filled and never overlap, whatever was written into earlier ones', () => {
@@ -51,5 +51,15 @@ describe('allocBytes / copyBytes', () => {
     src[10] = 255;
     assert.equal(c[0], 10);
     assert.deepEqual([...copyBytes(src)], [...src]);
+  });
+
+  test('sameBytes: equal bytes only (a secret differing in its last byte, or shorter, is not the same)', () => {
+    const a = Uint8Array.from({ length: 16 }, (_, i) => i);
+    assert.equal(sameBytes(a, Buffer.from(a)), true);
+    const b = Uint8Array.from(a);
+    b[15] = 99;
+    assert.equal(sameBytes(a, b), false);
+    assert.equal(sameBytes(a, a.subarray(0, 15)), false);
+    assert.equal(sameBytes(new Uint8Array(0), new Uint8Array(0)), true);
   });
 });
