@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import {
   compare,
   formatVerdicts,
+  formatWallTime,
   needsHugetlb,
   parseKnownDifferences,
   parseTap,
@@ -163,4 +164,13 @@ test('flaky entries: not fixed when they match, reported only where the kernel p
   assert.deepEqual(cmp.fixed, []); // b.setup: the kernel fails it, so its race cannot show either way
   assert.deepEqual(cmp.flakyMatched.map((f) => f.entry.test), ['a.race']);
   assert.equal(parseKnownDifferences('x.y a reason mentioning [flaky] later\n')[0]!.flaky, false);
+});
+
+test('the wall-time line claims the target only against a VM run on this machine just now', () => {
+  const now = formatWallTime(6.6, 16.9, { justNow: true });
+  assert.match(now, /emulator 6\.6 s .* oracle VM 16\.9 s boot to power-off \(vm_wall_s, run just now on this machine\); ratio 0\.39 \(target < 0\.5\)$/);
+  const recorded = formatWallTime(7.4, 10.92, { recordedIn: 'expected/iommufd.verdicts' });
+  assert.match(recorded, /recorded in expected\/iommufd\.verdicts, on the machine that recorded it\); ratio 0\.68, not a same-machine figure/);
+  assert.doesNotMatch(recorded, /target < 0\.5/);
+  assert.match(formatWallTime(5, undefined, { justNow: true }), /ratio \? /);
 });

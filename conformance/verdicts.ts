@@ -289,3 +289,19 @@ export function tapDiagnostics(tap: string): Map<string, string[]> {
   }
   return out;
 }
+
+/**
+ * The summary's wall-time line: the emulator's whole run next to the oracle VM's boot-to-power-off
+ * time. The issue's target (under half) is about the same machine, so only a VM run just now
+ * (`--oracle`) gets the target next to the ratio; a time recorded in expected/ comes from the
+ * machine that recorded it and is shown for scale only.
+ */
+export function formatWallTime(emulatorS: number, vmS: number | undefined, vmSource: { justNow: true } | { recordedIn: string }): string {
+  const head = `wall time: emulator ${emulatorS.toFixed(1)} s for the whole selftest (iommufd-ts run, start to exit) vs oracle VM ${vmS ?? '?'} s boot to power-off`;
+  const ratio = vmS ? (emulatorS / vmS).toFixed(2) : '?';
+  if ('justNow' in vmSource) return `${head} (vm_wall_s, run just now on this machine); ratio ${ratio} (target < 0.5)`;
+  return (
+    `${head} (vm_wall_s recorded in ${vmSource.recordedIn}, on the machine that recorded it); ratio ${ratio}, ` +
+    `not a same-machine figure (--oracle runs the VM here for the target's comparison)`
+  );
+}
