@@ -236,24 +236,33 @@ static napi_value map_fd(napi_env env, napi_callback_info info)
 
 #define READY_STACK 64
 
-static napi_value ready(napi_env env, napi_callback_info info)
+/* The one argument of ready() and watch(): an Int32Array of fds. 0, or -1 with a TypeError thrown. */
+static int fds_arg(napi_env env, napi_callback_info info, const char *usage, const int32_t **fds, size_t *n)
 {
 	size_t argc = 1;
 	napi_value argv[1];
 	napi_typedarray_type type;
-	size_t n = 0;
 	void *data = NULL;
 	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
-	    napi_get_typedarray_info(env, argv[0], &type, &n, &data, NULL, NULL) != napi_ok || type != napi_int32_array) {
-		napi_throw_type_error(env, NULL, "ready(Int32Array of fds)");
-		return NULL;
+	    napi_get_typedarray_info(env, argv[0], &type, n, &data, NULL, NULL) != napi_ok || type != napi_int32_array) {
+		napi_throw_type_error(env, NULL, usage);
+		return -1;
 	}
+	*fds = data;
+	return 0;
+}
+
+static napi_value ready(napi_env env, napi_callback_info info)
+{
+	const int32_t *fds;
+	size_t n = 0;
+	if (fds_arg(env, info, "ready(Int32Array of fds)", &fds, &n))
+		return NULL;
 	struct pollfd stack[READY_STACK], *p = stack;
 	if (n > READY_STACK && !(p = calloc(n, sizeof(*p)))) {
 		napi_throw_error(env, NULL, "ready: out of memory");
 		return NULL;
 	}
-	const int32_t *fds = data;
 	for (size_t i = 0; i < n; i++) {
 		p[i].fd = fds[i];
 		p[i].events = POLLIN;
@@ -272,20 +281,13 @@ static napi_value ready(napi_env env, napi_callback_info info)
 
 static napi_value watch(napi_env env, napi_callback_info info)
 {
-	size_t argc = 1;
-	napi_value argv[1];
-	napi_typedarray_type type;
+	const int32_t *fds;
 	size_t n = 0;
-	void *data = NULL;
-	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
-	    napi_get_typedarray_info(env, argv[0], &type, &n, &data, NULL, NULL) != napi_ok || type != napi_int32_array) {
-		napi_throw_type_error(env, NULL, "watch(Int32Array of fds)");
+	if (fds_arg(env, info, "watch(Int32Array of fds)", &fds, &n))
 		return NULL;
-	}
 	int ep = epoll_create1(EPOLL_CLOEXEC);
 	if (ep < 0)
 		return ret_int(env, -errno);
-	const int32_t *fds = data;
 	for (size_t i = 0; i < n; i++) {
 		struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.u32 = (uint32_t)i };
 		if (epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev) != 0) {
