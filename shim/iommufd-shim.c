@@ -320,7 +320,6 @@ static void atfork_child(void)
 	g_chan_misses = g_chan_block_left = 0;
 }
 
-
 /* A duration in microseconds from the environment, into *ns; unset or empty leaves it. */
 static void env_us(const char *name, int64_t *ns)
 {

@@ -87,7 +87,6 @@ export function parseMaps(text: string): Vma[] {
 
 type VmaClass = 'private' | 'shared' | 'huge-shared' | 'huge-private' | 'special';
 
-
 /** Filesystem types by device, from /proc/self/mountinfo (device numbers as maps prints them). */
 function loadFsTypes(): Map<string, string> {
   const m = new Map<string, string>();
@@ -525,10 +524,10 @@ export class HostMm implements AddressSpace {
     this.memFd = memFd;
   }
 
-  /** mmget_not_zero(): the process still runs this mm (not exited, not exec'd). */
   /** The buffer alive() reads the secret and the state generation into. */
   private aliveBuf: Buffer | undefined;
 
+  /** mmget_not_zero(): the process still runs this mm (not exited, not exec'd). */
   alive(): boolean {
     if (this.dead) return false;
     if (this.aliveEpoch === this.memory.epoch) return true;

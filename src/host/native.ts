@@ -55,7 +55,7 @@ export function nativeHelper(): NativeHelper | null {
  * views, one per length, of a buffer allocated once (`bounced`).
  */
 const BOUNCE_MAX = 64;
-const bounceBuffer = new ArrayBuffer(4096);
+const bounceBuffer = new ArrayBuffer(BOUNCE_MAX);
 const bounceViews: Uint8Array[] = [];
 
 /** The array to hand to native code for a copy of `buf`'s bytes: `buf` itself, or a bounce view of its length. */

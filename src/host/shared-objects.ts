@@ -13,7 +13,7 @@
  * every other decision about user memory.
  */
 import * as fs from 'node:fs';
-import { bounceFor, nativeHelper, type NativeHelper } from './native.js';
+import { bounced, nativeHelper, type NativeHelper } from './native.js';
 
 /** What the daemon needs to know about one mapping of the client (a line of /proc/<pid>/maps). */
 export interface SharedVma {
@@ -36,20 +36,13 @@ export function objectKey(vma: { dev: string; inode: string }): string {
   return `${vma.dev}:${vma.inode}`;
 }
 
-/** Most objects mapped at once, and most bytes of address space they take. */
-/** objRead/objWrite of `buf` at `off` of a mapped object (small arrays through a bounce view: see bounceFor). */
+/** objRead/objWrite of all of `buf` at `off` of a mapped object (small arrays through a bounce view). */
 function copyObject(h: NativeHelper, handle: number, off: number, buf: Uint8Array, write: boolean): boolean {
-  const b = bounceFor(buf);
-  if (b === buf) return (write ? h.objWrite!(handle, off, buf) : h.objRead!(handle, off, buf)) === 0;
-  if (write) {
-    b.set(buf);
-    return h.objWrite!(handle, off, b) === 0;
-  }
-  if (h.objRead!(handle, off, b) !== 0) return false;
-  buf.set(b);
-  return true;
+  const copy = write ? h.objWrite! : h.objRead!;
+  return bounced(buf, write, (b) => (copy(handle, off, b) === 0 ? b.length : -1)) === buf.length;
 }
 
+/** Most objects mapped at once, and most bytes of address space they take. */
 const MAX_OBJECTS = 8;
 const MAX_BYTES = 2 ** 31;
 /** Larger objects are left to /proc/<pid>/mem. */
